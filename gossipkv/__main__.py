@@ -1,0 +1,3 @@
+from gossipkv.cli import app
+
+app(prog_name="gossipkv")

@@ -1,0 +1,3 @@
+"""Imports every command module so that each registers its commands in the table."""
+
+from gossipkv.commands import connection, keys, server, strings  # noqa: F401

@@ -1,0 +1,1 @@
+"""Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHALL, TIME, DEBUG."""

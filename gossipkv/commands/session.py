@@ -1,0 +1,120 @@
+"""What a command sees: its connection's Session and the node-wide Server state.
+
+The RESP layer owns sockets; it creates one Session per connection and calls
+``Session.execute`` for every request. Nothing here knows about transports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipkv.commands import errors
+from gossipkv.commands.replies import ErrorReply, Reply
+from gossipkv.commands.table import TABLE, CommandTable
+from gossipkv.store.keyspace import Keyspace
+
+
+@dataclass
+class Stats:
+    total_connections_received: int = 0
+    total_commands_processed: int = 0
+    rejected_connections: int = 0
+    total_net_input_bytes: int = 0
+    total_net_output_bytes: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+class Server:
+    """Node-wide state the commands read: keyspace, config, clients, stats, identity."""
+
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        config: dict[str, str] | None = None,
+        table: CommandTable = TABLE,
+    ) -> None:
+        self.keyspace = keyspace
+        self.table = table
+        self.config: dict[str, str] = config if config is not None else {}
+        self.clients: dict[int, Session] = {}
+        self.next_client_id = 1
+        self.stats = Stats()
+        self.started = time.time()
+        self.run_id = os.urandom(20).hex()
+        self.port = 0
+        self.host = "127.0.0.1"
+        self.name = keyspace.node
+        self.region = ""
+        self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    @property
+    def requirepass(self) -> str:
+        return self.config.get("requirepass", "")
+
+
+class Session:
+    """One client connection's state, as CLIENT LIST shows it."""
+
+    __slots__ = (
+        "addr",
+        "authenticated",
+        "closer",
+        "closing",
+        "created",
+        "db",
+        "id",
+        "last_cmd",
+        "last_interaction",
+        "laddr",
+        "lib_name",
+        "lib_ver",
+        "name",
+        "resp",
+        "server",
+        "transport_info",
+    )
+
+    def __init__(self, server: Server, addr: str = "", laddr: str = "") -> None:
+        self.server = server
+        self.id = server.next_client_id
+        server.next_client_id += 1
+        self.addr = addr
+        self.laddr = laddr
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.resp = 2
+        self.db = 0
+        self.authenticated = not server.requirepass
+        self.closing = False
+        now = time.time()
+        self.created = now
+        self.last_interaction = now
+        self.last_cmd = "NULL"
+        # Filled by the RESP layer: query buffer / output buffer sizes for CLIENT LIST.
+        self.transport_info: Callable[[], dict[str, int]] | None = None
+        # Closes this client's connection (CLIENT KILL); set by the RESP layer.
+        self.closer: Callable[[], None] | None = None
+
+    def execute(self, argv: list[bytes]) -> Reply:
+        """Run one request; errors come back as ErrorReply values, never exceptions."""
+        server = self.server
+        cmd = server.table.lookup(argv[0])
+        if cmd is None:
+            return errors.unknown_command(argv[0], argv[1:])
+        arity = cmd.arity
+        n = len(argv)
+        if (arity > 0 and n != arity) or n < -arity:
+            return errors.wrong_arity(cmd.name)
+        if not self.authenticated and "no-auth" not in cmd.flags:
+            return ErrorReply(errors.NOAUTH)
+        server.stats.total_commands_processed += 1
+        self.last_cmd = cmd.name
+        try:
+            return cmd.handler(self, argv)
+        except ErrorReply as e:
+            return e

@@ -1,0 +1,109 @@
+"""Reply encoding for RESP2 and RESP3, dispatched on the reply's type for speed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gossipkv.commands.replies import ErrorReply, NullArray, RespSet, Status, Verbatim
+
+Encoder = Callable[[Any], bytes]
+
+_OK = b"+OK\r\n"
+
+
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _int(i: int) -> bytes:
+    return b":%d\r\n" % i
+
+
+def _status(s: bytes) -> bytes:
+    return b"+%s\r\n" % s
+
+
+def error_bytes(message: str) -> bytes:
+    """Error replies are one line: Redis turns CR and LF inside the message into spaces."""
+    msg = message.encode("utf-8", "surrogateescape").replace(b"\r", b" ").replace(b"\n", b" ")
+    return b"-%s\r\n" % msg
+
+
+def _error(e: ErrorReply) -> bytes:
+    return error_bytes(e.message)
+
+
+def format_double(d: float) -> bytes:
+    """Redis's %.17g with inf/-inf/nan spelled as it does."""
+    if d != d:
+        return b"nan"
+    if d == float("inf"):
+        return b"inf"
+    if d == float("-inf"):
+        return b"-inf"
+    if d == int(d) and abs(d) < 1e17:
+        return b"%d" % int(d)
+    return b"%.17g" % d
+
+
+def _make(resp3: bool) -> Encoder:
+    null = b"_\r\n" if resp3 else b"$-1\r\n"
+    null_array = b"_\r\n" if resp3 else b"*-1\r\n"
+    table: dict[type, Encoder] = {}
+
+    def encode(r: Any) -> bytes:
+        return table[type(r)](r)
+
+    def array(items: list[Any]) -> bytes:
+        return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
+
+    def mapping(d: dict[Any, Any]) -> bytes:
+        parts = [b"%%%d\r\n" % len(d) if resp3 else b"*%d\r\n" % (2 * len(d))]
+        for k, v in d.items():
+            parts.append(encode(k))
+            parts.append(encode(v))
+        return b"".join(parts)
+
+    def rset(items: RespSet) -> bytes:
+        head = b"~%d\r\n" if resp3 else b"*%d\r\n"
+        return head % len(items) + b"".join([encode(x) for x in items])
+
+    def double(d: float) -> bytes:
+        s = format_double(d)
+        return b",%s\r\n" % s if resp3 else _bulk(s)
+
+    def verbatim(v: Verbatim) -> bytes:
+        if resp3:
+            return b"=%d\r\ntxt:%s\r\n" % (len(v) + 4, v)
+        return _bulk(v)
+
+    def boolean(b: bool) -> bytes:
+        if resp3:
+            return b"#t\r\n" if b else b"#f\r\n"
+        return b":1\r\n" if b else b":0\r\n"
+
+    table.update(
+        {
+            bytes: _bulk,
+            int: _int,
+            bool: boolean,
+            Status: lambda s: _OK if s == b"OK" else _status(s),
+            type(None): lambda _: null,
+            NullArray: lambda _: null_array,
+            list: array,
+            tuple: array,
+            RespSet: rset,
+            dict: mapping,
+            float: double,
+            Verbatim: verbatim,
+            ErrorReply: _error,
+            str: lambda s: _bulk(s.encode()),
+        }
+    )
+    return encode
+
+
+encode_resp2: Encoder = _make(resp3=False)
+encode_resp3: Encoder = _make(resp3=True)
+ENCODERS: dict[int, Encoder] = {2: encode_resp2, 3: encode_resp3}

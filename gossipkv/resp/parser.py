@@ -1,0 +1,225 @@
+"""Request parsing with Redis's exact framing rules and error texts.
+
+Requests are parsed in Python rather than by hiredis: Redis's checks (header syntax, the
+INT_MAX count and 512 MB bulk limits, ``expected '$'``) must run on every header before anything
+is allocated, and a guard that re-scans headers costs as much as parsing them. The parser never
+allocates by a client-declared count; it only slices what has arrived.
+"""
+
+from __future__ import annotations
+
+INLINE_MAX = 64 * 1024  # PROTO_INLINE_MAX_SIZE
+INT_MAX = 2**31 - 1
+LLONG_MAX = 2**63 - 1
+DEFAULT_MAX_BULK = 512 * 1024 * 1024
+UNAUTH_MAX_COUNT = 10
+UNAUTH_MAX_BULK = 16384
+
+
+class ProtocolError(Exception):
+    """Malformed input: the reply is ``-ERR <message>`` and the connection closes after it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def string2ll(s: bytes) -> int | None:
+    """Redis's strict integer syntax: no sign but '-', no leading zeros, no spaces, int64 range."""
+    n = len(s)
+    if n == 0 or n > 20:
+        return None
+    if s == b"0":
+        return 0
+    neg = s[0] == 45  # '-'
+    digits = s[1:] if neg else s
+    if not digits or not digits.isdigit() or digits[0] == 48:
+        return None
+    v = int(digits)
+    if neg:
+        v = -v
+        return v if v >= -(2**63) else None
+    return v if v <= LLONG_MAX else None
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_args(line: bytes) -> list[bytes] | None:
+    """sdssplitargs: whitespace-separated words, "double" quotes with escapes, 'single' quotes.
+
+    Returns None on unbalanced quotes, like Redis, so the caller can reply with its error.
+    """
+    out: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \n\r\t\v\f\x00":
+            i += 1
+        if i >= n:
+            return out
+        cur = bytearray()
+        inq = insq = False
+        while True:
+            if inq:
+                if i >= n:
+                    return None
+                c = line[i]
+                if (
+                    c == 92
+                    and i + 3 < n
+                    and line[i + 1] == 120
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    cur.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    cur.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in b" \n\r\t\v\f\x00":
+                        return None
+                    inq = False
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif insq:
+                if i >= n:
+                    return None
+                c = line[i]
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    cur.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in b" \n\r\t\v\f\x00":
+                        return None
+                    insq = False
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \n\r\t\x00":
+                    break
+                if c == 34:
+                    inq = True
+                elif c == 39:
+                    insq = True
+                else:
+                    cur.append(c)
+            i += 1
+        out.append(bytes(cur))
+
+
+class RequestParser:
+    """Turns a byte stream into argument vectors, keeping any partial request for later."""
+
+    __slots__ = ("_pending", "_need", "max_bulk", "authenticated")
+
+    def __init__(self, max_bulk: int = DEFAULT_MAX_BULK) -> None:
+        self._pending = bytearray()
+        self._need = 0  # buffer length below which re-parsing cannot make progress
+        self.max_bulk = max_bulk
+        self.authenticated = True  # the connection sets this False while AUTH is required
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet parsed into a request (the query buffer)."""
+        return len(self._pending)
+
+    def feed(self, data: bytes, out: list[list[bytes]]) -> None:
+        """Append complete requests from ``data`` to ``out``; raise ProtocolError on bad input.
+
+        Requests parsed before the bad one are in ``out`` when the error is raised, so the
+        caller can answer them before the error, as Redis does.
+        """
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._need:
+                return
+            buf = bytes(pending)
+            pending.clear()
+        else:
+            buf = data
+        n = len(buf)
+        pos = 0
+        self._need = 0
+        find = buf.find
+        while pos < n:
+            if buf[pos] != 42:  # not '*': an inline command
+                nl = find(b"\n", pos)
+                if nl < 0:
+                    if n - pos > INLINE_MAX:
+                        raise ProtocolError("too big inline request")
+                    break
+                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                argv = split_args(buf[pos:end])
+                if argv is None:
+                    raise ProtocolError("unbalanced quotes in request")
+                pos = nl + 1
+                if argv:
+                    out.append(argv)
+                continue
+            cr = find(b"\r", pos)
+            if cr < 0 or cr + 1 >= n:
+                if n - pos > INLINE_MAX:
+                    raise ProtocolError("too big mbulk count string")
+                break
+            head = buf[pos + 1 : cr]
+            if head.isdigit() and len(head) < 10 and (head[0] != 48 or len(head) == 1):
+                count = int(head)
+            else:
+                c = string2ll(head)
+                if c is None or c > INT_MAX:
+                    raise ProtocolError("invalid multibulk length")
+                count = c
+            if count > UNAUTH_MAX_COUNT and not self.authenticated:
+                raise ProtocolError("unauthenticated multibulk length")
+            p = cr + 2
+            if count <= 0:
+                pos = p
+                continue
+            argv = []
+            append = argv.append
+            complete = True
+            for _ in range(count):
+                cr = find(b"\r", p)
+                if cr < 0 or cr + 1 >= n:
+                    if n - p > INLINE_MAX:
+                        raise ProtocolError("too big bulk count string")
+                    complete = False
+                    break
+                if buf[p] != 36:  # '$'
+                    raise ProtocolError(f"expected '$', got '{chr(buf[p])}'")
+                head = buf[p + 1 : cr]
+                if head.isdigit() and len(head) < 10 and (head[0] != 48 or len(head) == 1):
+                    size = int(head)
+                else:
+                    s = string2ll(head)
+                    if s is None or s < 0:
+                        raise ProtocolError("invalid bulk length")
+                    size = s
+                if size > self.max_bulk:
+                    raise ProtocolError("invalid bulk length")
+                if size > UNAUTH_MAX_BULK and not self.authenticated:
+                    raise ProtocolError("unauthenticated bulk length")
+                start = cr + 2
+                end = start + size
+                if end + 2 > n:
+                    self._need = end + 2 - pos
+                    complete = False
+                    break
+                append(buf[start:end])
+                p = end + 2
+            if not complete:
+                break
+            out.append(argv)
+            pos = p
+        if pos < n:
+            pending += buf[pos:] if pos else buf

@@ -1,0 +1,108 @@
+"""The asyncio protocol of one client connection.
+
+Each read batch is parsed into requests, every request is executed, and all replies go out in
+one ``transport.write`` — pipelining costs one syscall per batch. A client that stops reading its
+replies has its reading paused once the transport's buffer passes the high-water mark, so a
+flood of requests can never grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+from gossipkv.commands.session import Server, Session
+from gossipkv.resp.encoder import ENCODERS, error_bytes
+from gossipkv.resp.parser import ProtocolError, RequestParser
+
+log = logging.getLogger("gossipkv.resp")
+
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = ("encode", "parser", "paused", "server", "session", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.encode = ENCODERS[2]
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        session = Session(self.server, _addr(peer), _addr(sock))
+        session.transport_info = self._buffers
+        self.session = session
+        self.server.clients[session.id] = session
+        self.server.stats.total_connections_received += 1
+        self.parser.authenticated = session.authenticated
+        session.closer = transport.close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.server.clients.pop(self.session.id, None)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests.
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        transport = self.transport
+        assert session is not None and transport is not None
+        requests: list[list[bytes]] = []
+        bad: ProtocolError | None = None
+        try:
+            self.parser.feed(data, requests)
+        except ProtocolError as e:
+            bad = e
+        out: list[bytes] = []
+        execute = session.execute
+        for argv in requests:
+            reply = execute(argv)
+            if session.resp == 2:
+                out.append(ENCODERS[2](reply))
+            else:
+                out.append(ENCODERS[3](reply))
+            if session.closing:
+                bad = None
+                break
+        if not session.authenticated:
+            self.parser.authenticated = False
+        else:
+            self.parser.authenticated = True
+        if bad is not None:
+            out.append(error_bytes("ERR Protocol error: " + bad.message))
+        if out:
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if bad is not None or session.closing:
+            transport.close()
+
+    def _buffers(self) -> dict[str, int]:
+        t = self.transport
+        return {
+            "qbuf": self.parser.buffered,
+            "omem": t.get_write_buffer_size() if t is not None else 0,
+        }
+
+
+def _addr(a: Any) -> str:
+    if isinstance(a, tuple) and len(a) >= 2:
+        return f"{a[0]}:{a[1]}"
+    return str(a or "")

@@ -1,0 +1,206 @@
+"""One key's replicated state: a string register, its counter, its expiry, its removals.
+
+An Entry is both a key's state and a delta: a client write builds a small Entry holding only
+what it changes, and ``merge`` joins it into the key's state exactly as it joins a peer's delta
+or a full state from anti-entropy. The join is commutative, associative and idempotent.
+
+- (ts, node, value): the string value, last writer wins by (HLC, node id).
+- counter: increments not yet observed by a reset (see crdt/counter.py).
+- exp: the expiry, an LWW register (ts, node, deadline ms); deadline 0 means none.
+- ctx: the key-level observed-remove context of DEL/UNLINK/FLUSHALL/expiry reaping: a register
+  or expiry whose stamp it covers is removed; a concurrent write it never saw survives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xxhash
+
+from gossipkv.crdt import context as causal
+from gossipkv.crdt.counter import Counter
+from gossipkv.crdt.numeric import Number, format_number, parse_float, parse_int
+from gossipkv.crdt.register import wins
+
+Expiry = tuple[int, str, int]  # (HLC ts, node, absolute deadline in ms; 0 = persistent)
+
+
+class Entry:
+    __slots__ = ("counter", "ctx", "exp", "node", "ts", "value")
+
+    def __init__(
+        self,
+        ts: int = 0,
+        node: str = "",
+        value: bytes | None = None,
+        counter: Counter | None = None,
+        exp: Expiry | None = None,
+        ctx: causal.Context | None = None,
+    ) -> None:
+        self.ts = ts
+        self.node = node
+        self.value = value
+        self.counter = counter
+        self.exp = exp
+        self.ctx = ctx
+
+    def copy(self) -> Entry:
+        return Entry(
+            self.ts,
+            self.node,
+            self.value,
+            self.counter.copy() if self.counter is not None else None,
+            self.exp,
+            dict(self.ctx) if self.ctx is not None else None,
+        )
+
+    # -- the join ----------------------------------------------------------------------------
+
+    def merge(self, d: Entry) -> None:
+        """Join ``d`` into this state. Never keeps a reference to ``d``'s mutable parts."""
+        if d.ts and wins(d.ts, d.node, self.ts, self.node):
+            self.ts = d.ts
+            self.node = d.node
+            self.value = d.value
+        if d.counter is not None:
+            if self.counter is None:
+                self.counter = d.counter.copy()
+            else:
+                self.counter.merge(d.counter)
+        if d.exp is not None and (self.exp is None or wins(d.exp[0], d.exp[1], *self.exp[:2])):
+            self.exp = d.exp
+        if d.ctx is not None:
+            if self.ctx is None:
+                self.ctx = dict(d.ctx)
+            else:
+                causal.join(self.ctx, d.ctx)
+
+    # -- what a reader sees ------------------------------------------------------------------
+
+    def has_value(self) -> bool:
+        """The register holds a value no removal has observed."""
+        ctx = self.ctx
+        return self.value is not None and (ctx is None or self.ts > ctx.get(self.node, -1))
+
+    def alive(self) -> bool:
+        if self.has_value():
+            return True
+        c = self.counter
+        return c is not None and c.pending() is not None
+
+    def deadline(self) -> int:
+        """The visible expiry deadline in ms, 0 for none."""
+        exp = self.exp
+        if exp is None or causal.covers(self.ctx, exp[0], exp[1]):
+            return 0
+        return exp[2]
+
+    def read(self) -> bytes:
+        """The string value a client reads: the register plus increments no reset observed.
+
+        A non-numeric value with increments pending reads as the value alone (DESIGN.md).
+        Only call on a live entry.
+        """
+        c = self.counter
+        pending = c.pending() if c is not None else None
+        value = self.value if self.has_value() else None
+        if pending is None:
+            return value if value is not None else b"0"
+        base = self.numeric_base(value)
+        if base is None:
+            return value or b""
+        return format_number(base + pending)
+
+    @staticmethod
+    def numeric_base(value: bytes | None) -> Number | None:
+        if value is None:
+            return 0
+        i = parse_int(value)
+        if i is not None:
+            return i
+        return parse_float(value)
+
+    # -- deltas ------------------------------------------------------------------------------
+
+    def removal(self) -> Entry:
+        """The observed-remove delta that deletes everything this state shows."""
+        ctx: causal.Context = {}
+        if self.value is not None:
+            causal.observe(ctx, self.ts, self.node)
+        if self.exp is not None:
+            causal.observe(ctx, self.exp[0], self.exp[1])
+        counter = self.counter.reset() if self.counter is not None else None
+        return Entry(counter=counter, ctx=ctx)
+
+    def stamps(self) -> int:
+        """The greatest HLC timestamp in this state, for the clock to observe."""
+        m = self.ts
+        if self.exp is not None and self.exp[0] > m:
+            m = self.exp[0]
+        if self.ctx:
+            m = max(m, *self.ctx.values())
+        if self.counter is not None:
+            for ts, _ in self.counter.totals.values():
+                if ts > m:
+                    m = ts
+        return m
+
+    # -- wire form and digests -----------------------------------------------------------
+
+    def encode(self) -> list[Any]:
+        """msgpack-friendly and canonical: equal states encode to equal lists."""
+        return [
+            self.ts,
+            self.node,
+            self.value,
+            self.counter.encode() if self.counter is not None else None,
+            list(self.exp) if self.exp is not None else None,
+            sorted(self.ctx.items()) if self.ctx is not None else None,
+        ]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> Entry:
+        ts, node, value, counter, exp, ctx = data
+        return cls(
+            ts,
+            node,
+            value,
+            Counter.decode(counter) if counter is not None else None,
+            (exp[0], exp[1], exp[2]) if exp is not None else None,
+            {n: t for n, t in ctx} if ctx is not None else None,
+        )
+
+    def state_digest(self) -> int:
+        """A stable 64-bit hash of the whole state, removals included (for anti-entropy)."""
+        import msgpack
+
+        return int(xxhash.xxh3_64_intdigest(msgpack.packb(self.encode())))
+
+
+# -- mutators: each returns the delta of one client write ---------------------------------------
+
+
+def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool = False,
+           deadline: int | None = None) -> Entry:
+    """SET-like write of a whole string value: replaces the register and resets the increments
+    it observed; clears a visible TTL unless ``keep_ttl``; sets ``deadline`` when given."""
+    d = Entry(ts, node, value)
+    if old is not None:
+        if old.counter is not None:
+            d.counter = old.counter.reset()
+        if deadline is None and not keep_ttl and old.deadline():
+            d.exp = (ts, node, 0)
+    if deadline is not None:
+        d.exp = (ts, node, deadline)
+    return d
+
+
+def increment(ts: int, node: str, by: Number, old: Entry | None) -> Entry:
+    """INCRBY/INCRBYFLOAT: one node's running total moves by ``by``."""
+    counter = old.counter if old is not None and old.counter is not None else Counter()
+    return Entry(counter=counter.increment(node, ts, by))
+
+
+def expire(ts: int, node: str, deadline: int) -> Entry:
+    """EXPIRE family and PERSIST (deadline 0): the expiry register alone."""
+    return Entry(exp=(ts, node, deadline))
