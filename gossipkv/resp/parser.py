@@ -1,12 +1,20 @@
 """Request parsing with Redis's exact framing rules and error texts.
 
-Requests are parsed in Python rather than by hiredis: Redis's checks (header syntax, the
-INT_MAX count and 512 MB bulk limits, ``expected '$'``) must run on every header before anything
-is allocated, and a guard that re-scans headers costs as much as parsing them. The parser never
-allocates by a client-declared count; it only slices what has arrived.
+Two parsers share one contract. hiredis (C) parses the common case: a read batch that starts at
+a request boundary, holds only complete multibulk requests, and passes a guard. The guard is a
+regex scan for headers that could make hiredis allocate by a client-declared size (``*`` counts of
+a million and more, ``$`` lengths of 100 MB and more), plus a check after parsing that the batch
+was exactly the canonical ``*N``/``$len`` encoding of what hiredis returned, every argument a bulk
+string. Anything else — inline commands, partial requests, big values, malformed input, clients
+before AUTH — goes to the Python parser below, which applies Redis's checks header by header,
+before anything is allocated, and raises Redis's exact protocol errors.
 """
 
 from __future__ import annotations
+
+import re
+
+import hiredis
 
 INLINE_MAX = 64 * 1024  # PROTO_INLINE_MAX_SIZE
 INT_MAX = 2**31 - 1
@@ -116,12 +124,34 @@ def split_args(line: bytes) -> list[bytes] | None:
         out.append(bytes(cur))
 
 
+# Headers that must be checked by Redis's rules before anything is allocated for them.
+_SUSPECT = re.compile(rb"\*(?:-|\d{7})|\$(?:-|\d{9})").search
+# Decimal digits of small numbers, so the canonical-size check costs no string formatting.
+_DIGITS = [len(str(i)) for i in range(10000)]
+
+
+def _canonical_size(req: list[bytes]) -> int:
+    """Bytes of ``req`` encoded as ``*N`` of ``$len`` bulk strings; TypeError if not all bytes."""
+    digits = _DIGITS
+    n = len(req)
+    if n == 0:
+        raise TypeError("empty multibulk")
+    size = 3 + (digits[n] if n < 10000 else len(str(n)))
+    for a in req:
+        if type(a) is not bytes:
+            raise TypeError("not a bulk string")
+        m = len(a)
+        size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
+    return size
+
+
 class RequestParser:
     """Turns a byte stream into argument vectors, keeping any partial request for later."""
 
-    __slots__ = ("_pending", "_need", "max_bulk", "authenticated")
+    __slots__ = ("_need", "_pending", "_reader", "authenticated", "max_bulk")
 
     def __init__(self, max_bulk: int = DEFAULT_MAX_BULK) -> None:
+        self._reader = hiredis.Reader()
         self._pending = bytearray()
         self._need = 0  # buffer length below which re-parsing cannot make progress
         self.max_bulk = max_bulk
@@ -138,6 +168,29 @@ class RequestParser:
         Requests parsed before the bad one are in ``out`` when the error is raised, so the
         caller can answer them before the error, as Redis does.
         """
+        if self._pending or not self.authenticated or data[:1] != b"*" or _SUSPECT(data):
+            self._feed_exact(data, out)
+            return
+        reader = self._reader
+        reader.feed(data)
+        first = len(out)
+        try:
+            size = 0
+            req = reader.gets()
+            while req is not False:
+                size += _canonical_size(req)
+                out.append(req)
+                req = reader.gets()
+            if size == len(data):
+                return
+        except (hiredis.ProtocolError, TypeError):
+            pass
+        # Not the plain case: start over on the same bytes with the exact parser.
+        del out[first:]
+        self._reader = hiredis.Reader()
+        self._feed_exact(data, out)
+
+    def _feed_exact(self, data: bytes, out: list[list[bytes]]) -> None:
         pending = self._pending
         if pending:
             pending += data

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from gossipkv.commands.replies import OK
 from gossipkv.commands.session import Server, Session
 from gossipkv.resp.encoder import ENCODERS, error_bytes
 from gossipkv.resp.parser import ProtocolError, RequestParser
@@ -73,13 +74,17 @@ class ClientProtocol(asyncio.Protocol):
         except ProtocolError as e:
             bad = e
         out: list[bytes] = []
+        append = out.append
         execute = session.execute
         for argv in requests:
             reply = execute(argv)
-            if session.resp == 2:
-                out.append(ENCODERS[2](reply))
+            # The two commonest replies skip the type dispatch; both encode alike in RESP2/3.
+            if reply is OK:
+                append(b"+OK\r\n")
+            elif type(reply) is bytes:
+                append(b"$%d\r\n%s\r\n" % (len(reply), reply))
             else:
-                out.append(ENCODERS[3](reply))
+                append(ENCODERS[session.resp](reply))
             if session.closing:
                 bad = None
                 break

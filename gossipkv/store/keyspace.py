@@ -55,6 +55,26 @@ class Keyspace:
         """Join a CRDT state into the key's state. The keyspace may adopt ``delta``."""
         live = self.live
         e = live.get(key)
+        if (
+            e is not None
+            and delta.counter is None
+            and delta.exp is None
+            and delta.ctx is None
+            and e.counter is None
+            and e.ctx is None
+        ):
+            # The common overwrite: a plain value onto a plain live value. Only the LWW
+            # register can change; liveness and the expiry index cannot.
+            ts = delta.ts
+            if ts > e.ts or (ts == e.ts and delta.node > e.node):
+                e.ts = ts
+                e.node = delta.node
+                e.value = delta.value
+            if ts > self.clock.last:
+                self.clock.last = ts
+            for hook in self.on_change:
+                hook(key, e)
+            return
         if e is None:
             e = self.tombstones.pop(key, None)
             if e is None:
@@ -104,7 +124,7 @@ class Keyspace:
         self.write(key, e.removal())
 
     def expire_cycle(self, limit: int = 200) -> int:
-        """Reap up to ``limit`` keys past their deadline; the caller repeats while it returns limit."""
+        """Reap up to ``limit`` due keys; the caller repeats while it returns ``limit``."""
         due = self.expiry.due(self.now_ms(), limit)
         for key in due:
             e = self.live.get(key)
