@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossipkv.commands import errors
+from gossipkv.commands.control import ClusterControl
 from gossipkv.commands.replies import ErrorReply, Reply
 from gossipkv.commands.table import TABLE, CommandTable
 from gossipkv.store.keyspace import Keyspace
@@ -49,6 +50,8 @@ class Server:
         self.host = "127.0.0.1"
         self.name = keyspace.node
         self.region = ""
+        # Set by the node when it runs in a cluster (MEET, MEMBERS, WAIT, INFO replication).
+        self.cluster: ClusterControl | None = None
         self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
 
     @property
@@ -73,6 +76,8 @@ class Session:
         "lib_name",
         "lib_ver",
         "name",
+        "no_evict",
+        "no_touch",
         "resp",
         "server",
         "transport_info",
@@ -91,6 +96,9 @@ class Session:
         self.db = 0
         self.authenticated = not server.requirepass
         self.closing = False
+        # CLIENT NO-EVICT / NO-TOUCH switches: shown in CLIENT LIST flags.
+        self.no_evict = False
+        self.no_touch = False
         now = time.time()
         self.created = now
         self.last_interaction = now
@@ -103,7 +111,7 @@ class Session:
     def execute(self, argv: list[bytes]) -> Reply:
         """Run one request; errors come back as ErrorReply values, never exceptions."""
         server = self.server
-        cmd = server.table.lookup(argv[0])
+        cmd = server.table.by_bytes.get(argv[0]) or server.table.lookup(argv[0])
         if cmd is None:
             return errors.unknown_command(argv[0], argv[1:])
         arity = cmd.arity

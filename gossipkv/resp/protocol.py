@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
-from gossipkv.commands.replies import OK
+from gossipkv.commands.replies import OK, ErrorReply, Reply
 from gossipkv.commands.session import Server, Session
 from gossipkv.resp.encoder import ENCODERS, error_bytes
 from gossipkv.resp.parser import ProtocolError, RequestParser
@@ -24,15 +24,17 @@ WRITE_LOW_WATER = 1024 * 1024
 
 
 class ClientProtocol(asyncio.Protocol):
-    __slots__ = ("encode", "parser", "paused", "server", "session", "transport")
+    __slots__ = ("bad", "blocked", "parser", "paused", "queue", "server", "session", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
-        self.encode = ENCODERS[2]
         self.paused = False
+        self.queue: list[list[bytes]] = []  # parsed requests not yet executed
+        self.blocked: asyncio.Future[Reply] | None = None  # the reply a blocked client awaits
+        self.bad: ProtocolError | None = None  # malformed input seen after the queued requests
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -49,6 +51,8 @@ class ClientProtocol(asyncio.Protocol):
         session.closer = transport.close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.blocked is not None:
+            self.blocked.cancel()  # the blocking command cleans up on cancellation
         if self.session is not None:
             self.server.clients.pop(self.session.id, None)
 
@@ -61,43 +65,68 @@ class ClientProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.transport is not None and self.paused:
             self.paused = False
-            self.transport.resume_reading()
+            if self.blocked is None:
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data, self.queue)
+        except ProtocolError as e:
+            self.bad = e
+        if self.blocked is None:
+            self._run_queue()
+
+    def _run_queue(self) -> None:
+        """Execute queued requests in order; stop at one that blocks until its reply is ready."""
         session = self.session
         transport = self.transport
         assert session is not None and transport is not None
-        requests: list[list[bytes]] = []
-        bad: ProtocolError | None = None
-        try:
-            self.parser.feed(data, requests)
-        except ProtocolError as e:
-            bad = e
+        queue = self.queue
         out: list[bytes] = []
         append = out.append
         execute = session.execute
-        for argv in requests:
+        for done, argv in enumerate(queue, 1):
             reply = execute(argv)
             # The two commonest replies skip the type dispatch; both encode alike in RESP2/3.
             if reply is OK:
                 append(b"+OK\r\n")
             elif type(reply) is bytes:
                 append(b"$%d\r\n%s\r\n" % (len(reply), reply))
+            elif isinstance(reply, asyncio.Future):
+                if not reply.done():
+                    # A blocking command (WAIT, BLPOP ...): later requests wait for its reply.
+                    del queue[:done]
+                    self.blocked = reply
+                    transport.pause_reading()
+                    reply.add_done_callback(self._unblock)
+                    if out:
+                        transport.write(b"".join(out))
+                    return
+                append(ENCODERS[session.resp](_result(reply)))
             else:
                 append(ENCODERS[session.resp](reply))
             if session.closing:
-                bad = None
+                self.bad = None
                 break
-        if not session.authenticated:
-            self.parser.authenticated = False
-        else:
-            self.parser.authenticated = True
+        queue.clear()
+        self.parser.authenticated = session.authenticated
+        bad = self.bad
         if bad is not None:
-            out.append(error_bytes("ERR Protocol error: " + bad.message))
+            append(error_bytes("ERR Protocol error: " + bad.message))
         if out:
             transport.write(b"".join(out) if len(out) > 1 else out[0])
         if bad is not None or session.closing:
             transport.close()
+
+    def _unblock(self, fut: asyncio.Future[Reply]) -> None:
+        self.blocked = None
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.session is None:
+            return
+        transport.write(ENCODERS[self.session.resp](_result(fut)))
+        if not self.paused:
+            transport.resume_reading()
+        self._run_queue()
 
     def _buffers(self) -> dict[str, int]:
         t = self.transport
@@ -105,6 +134,18 @@ class ClientProtocol(asyncio.Protocol):
             "qbuf": self.parser.buffered,
             "omem": t.get_write_buffer_size() if t is not None else 0,
         }
+
+
+def _result(fut: asyncio.Future[Reply]) -> Reply:
+    if fut.cancelled():
+        return ErrorReply("ERR command cancelled")
+    exc = fut.exception()
+    if isinstance(exc, ErrorReply):
+        return exc
+    if exc is not None:
+        log.error("event=command_failed error=%r", exc)
+        return ErrorReply(f"ERR {exc}")
+    return fut.result()
 
 
 def _addr(a: Any) -> str:

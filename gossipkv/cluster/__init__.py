@@ -1,0 +1,1 @@
+"""The cluster: SWIM membership, peer links, replication, join, anti-entropy, fault injection."""

@@ -1,0 +1,148 @@
+"""The cluster port: one UDP endpoint for gossip and one TCP listener for streams, same number.
+
+Membership, replication and join register handlers by message kind; the bus only moves frames.
+Every packet and stream passes ``allow`` first, the seam where fault injection cuts traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from gossipkv.cluster.frames import FrameError, pack, read_frame, unpack_body
+
+log = logging.getLogger("gossipkv.cluster")
+
+Addr = tuple[str, int]
+PacketHandler = Callable[[list[Any], Addr], None]
+StreamHandler = Callable[
+    [list[Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
+]
+# (kind, peer address, "in" or "out") -> deliver?  Chaos replaces it; normally always True.
+TrafficFilter = Callable[[str, Addr, str], bool]
+
+MAX_PACKET = 64 * 1024
+
+
+def _allow_all(kind: str, addr: Addr, direction: str) -> bool:
+    return True
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, bus: ClusterBus) -> None:
+        self.bus = bus
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.bus._packet_in(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("event=udp_error error=%r", exc)
+
+
+class ClusterBus:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.allow: TrafficFilter = _allow_all
+        self._packet_handlers: dict[str, PacketHandler] = {}
+        self._stream_handlers: dict[str, StreamHandler] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._streams: set[asyncio.Task[None]] = set()
+        self.bytes_out = 0
+        self.bytes_in = 0
+
+    def on_packet(self, kind: str, handler: PacketHandler) -> None:
+        self._packet_handlers[kind] = handler
+
+    def on_stream(self, kind: str, handler: StreamHandler) -> None:
+        self._stream_handlers[kind] = handler
+
+    async def start(self) -> None:
+        """Bind both sockets; OSError when the port is taken."""
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(
+            self._stream_in, self.host, self.port, reuse_address=True, limit=2**20
+        )
+        if self.port == 0:
+            self.port = self._tcp.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=(self.host, self.port)
+        )
+        self._udp = transport
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        for t in list(self._streams):
+            t.cancel()
+        for t in list(self._streams):
+            with contextlib.suppress(BaseException):
+                await t
+        if self._tcp is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
+
+    # -- UDP ----------------------------------------------------------------------------------
+
+    def send_packet(self, addr: Addr, msg: list[Any]) -> None:
+        if self._udp is None or not self.allow(msg[0], addr, "out"):
+            return
+        body = msgpack.packb(msg, use_bin_type=True)
+        if len(body) > MAX_PACKET:
+            log.warning("event=packet_too_big kind=%s bytes=%d", msg[0], len(body))
+            return
+        self.bytes_out += len(body)
+        self._udp.sendto(body, addr)
+
+    def _packet_in(self, data: bytes, addr: Addr) -> None:
+        try:
+            msg = unpack_body(data)
+        except (FrameError, ValueError, msgpack.UnpackException) as e:
+            log.debug("event=bad_packet from=%s:%d error=%r", addr[0], addr[1], e)
+            return
+        self.bytes_in += len(data)
+        handler = self._packet_handlers.get(msg[0])
+        if handler is None or not self.allow(msg[0], addr, "in"):
+            return
+        handler(msg, addr)
+
+    # -- TCP ----------------------------------------------------------------------------------
+
+    async def open_stream(
+        self, addr: Addr, hello: list[Any], timeout: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to a peer's cluster port and send the first frame, which names the kind."""
+        if not self.allow(hello[0], addr, "out"):
+            raise ConnectionRefusedError(f"traffic to {addr[0]}:{addr[1]} is cut")
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(addr[0], addr[1], limit=2**20), timeout
+        )
+        writer.write(pack(hello))
+        return reader, writer
+
+    async def _stream_in(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            hello = await read_frame(reader)
+            handler = self._stream_handlers.get(hello[0])
+            if handler is None or not self.allow(hello[0], (peer[0], peer[1]), "in"):
+                return
+            await handler(hello, reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError, ValueError) as e:
+            log.debug("event=stream_closed peer=%s error=%r", peer, e)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._streams.discard(task)
+            writer.close()
