@@ -1,4 +1,8 @@
-"""Node configuration: a TOML file, overridden by command-line flags."""
+"""Node configuration: a TOML file, overridden by command-line flags.
+
+Tables: [node] (identity, client address), [cluster] (cluster bus, admin endpoint, seeds,
+membership profile, replication backlog) and [redis] (CONFIG GET/SET parameters).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gossipkv.cluster.profile import PROFILES
 
 
 class ConfigError(Exception):
@@ -21,9 +27,42 @@ class NodeConfig:
     requirepass: str = ""
     # Redis-style parameters served by CONFIG GET/SET (strings, as Redis keeps them).
     params: dict[str, str] = field(default_factory=dict)
+    # Cluster bus port (UDP gossip and TCP peer links); None: client port + 10000.
+    cluster_port: int | None = None
+    # aiohttp status endpoint; 0: off.
+    admin_port: int = 0
+    # Cluster ports of nodes to join at start (host, port); tried until one answers.
+    seeds: list[tuple[str, int]] = field(default_factory=list)
+    # Membership timing profile: lan, wan or local.
+    profile: str = "lan"
+    # Address peers and clients are told to reach this node at; empty: host.
+    advertise_host: str = ""
+    # Replication backlog bounds: a peer further behind than this gets a snapshot.
+    backlog_ops: int = 1_000_000
+    backlog_bytes: int = 256 * 2**20
 
     def resolved_name(self) -> str:
         return self.name or f"{self.host}:{self.port}"
+
+    def resolved_cluster_port(self, client_port: int) -> int:
+        """The cluster port for a bound client port; 0 lets the OS pick one.
+
+        The default, client port + 10000, is Redis Cluster's bus convention; where that would
+        leave the port range (or the client port was picked by the OS) the OS picks instead.
+        """
+        if self.cluster_port is not None:
+            return self.cluster_port
+        derived = client_port + CLUSTER_PORT_OFFSET
+        return derived if client_port > 0 and derived <= 65535 else 0
+
+    def advertised_host(self) -> str:
+        if self.advertise_host:
+            return self.advertise_host
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
+
+CLUSTER_PORT_OFFSET = 10000
+PROFILE_NAMES = tuple(PROFILES)
 
 
 _NODE_KEYS = {"name": str, "region": str, "host": str, "port": int, "requirepass": str}
@@ -51,6 +90,10 @@ def load(path: Path | None) -> NodeConfig:
         raise ConfigError(f"config file {path}: [redis] must be a table")
     for k, v in params.items():
         cfg.params[str(k)] = _redis_value(v)
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ConfigError(f"config file {path}: [cluster] must be a table")
+    _apply_cluster(cfg, cluster, path)
     return cfg
 
 
@@ -72,3 +115,63 @@ def _redis_value(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     return str(v)
+
+
+def parse_seeds(text: str | list[Any]) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (or a list of such strings) as addresses; ValueError naming the
+    bad one. IPv6 hosts go in brackets: ``[::1]:16379``."""
+    items = text.split(",") if isinstance(text, str) else text
+    seeds: list[tuple[str, int]] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"seed {item!r} is not a host:port string")
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"seed {item!r} is not host:port")
+        seeds.append((host, int(port)))
+    return seeds
+
+
+def check_port(what: str, port: int, allow_zero: bool = True) -> None:
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ValueError(f"{what} {port} is out of range")
+
+
+_CLUSTER_INTS = ("cluster_port", "admin_port", "backlog_ops", "backlog_bytes")
+
+
+def _apply_cluster(cfg: NodeConfig, table: dict[str, Any], path: Path) -> None:
+    for key, value in table.items():
+        where = f"config file {path}: cluster.{key}"
+        if key in _CLUSTER_INTS:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{where} must be an integer")
+            if key.endswith("_port"):
+                try:
+                    check_port(f"cluster.{key}", value)
+                except ValueError as e:
+                    raise ConfigError(f"config file {path}: {e}") from None
+            elif value < 1:
+                raise ConfigError(f"{where} must be at least 1")
+            setattr(cfg, key, value)
+        elif key == "seeds":
+            if not isinstance(value, (str, list)):
+                raise ConfigError(f"{where} must be a list of \"host:port\" strings")
+            try:
+                cfg.seeds = parse_seeds(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+        elif key == "profile":
+            if value not in PROFILE_NAMES:
+                raise ConfigError(f"{where} must be one of {', '.join(PROFILE_NAMES)}")
+            cfg.profile = value
+        elif key == "advertise_host":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string")
+            cfg.advertise_host = value
+        else:
+            raise ConfigError(f"config file {path}: unknown setting cluster.{key}")

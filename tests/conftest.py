@@ -27,6 +27,14 @@ def redis_ref(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A second redis-server: what Redis answers twice is deterministic enough to compare."""
+    server = start_redis(tmp_path_factory.mktemp("redis-twin"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
 def gkv_client(request: pytest.FixtureRequest, gkv: ServerProcess) -> Iterator[redis.Redis]:
     """redis-py against gossipkv, in RESP2 and RESP3, on an empty dataset."""

@@ -34,6 +34,10 @@ class Command:
     handler: Handler
     acl_categories: tuple[str, ...] = ()
     subcommands: dict[str, Command] = field(default_factory=dict)
+    # COMMAND INFO's key-spec flags (RO/RW/OW/RM, access/update/insert/delete) and tips,
+    # as Redis's command JSON files declare them.
+    key_flags: tuple[str, ...] = ()
+    tips: tuple[str, ...] = ()
 
     @property
     def is_write(self) -> bool:
@@ -46,7 +50,7 @@ class CommandTable:
     def __init__(self) -> None:
         self.commands: dict[str, Command] = {}
         # Lookup by the exact bytes received; filled lazily so that "get", "GET", "Get" all hit.
-        self._by_bytes: dict[bytes, Command] = {}
+        self.by_bytes: dict[bytes, Command] = {}
 
     def add(self, cmd: Command) -> None:
         if "|" in cmd.name:
@@ -56,14 +60,14 @@ class CommandTable:
             self.commands[cmd.name] = cmd
 
     def lookup(self, name: bytes) -> Command | None:
-        cmd = self._by_bytes.get(name)
+        cmd = self.by_bytes.get(name)
         if cmd is None:
             try:
                 cmd = self.commands.get(name.decode("ascii").lower())
             except UnicodeDecodeError:
                 return None
-            if cmd is not None and len(self._by_bytes) < 4096:
-                self._by_bytes[name] = cmd
+            if cmd is not None and len(self.by_bytes) < 4096:
+                self.by_bytes[name] = cmd
         return cmd
 
 
@@ -79,6 +83,8 @@ def command(
     summary: str = "",
     since: str = "1.0.0",
     acl: str = "",
+    key_flags: str = "",
+    tips: str = "",
 ) -> Callable[[Handler], Handler]:
     """Declare a command in TABLE: ``@command("get", 2, "readonly fast", (1, 1, 1), ...)``."""
 
@@ -96,6 +102,8 @@ def command(
                 since=since,
                 handler=fn,
                 acl_categories=tuple(acl.split()),
+                key_flags=tuple(key_flags.split()),
+                tips=tuple(tips.split()),
             )
         )
         return fn

@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gossipkv.crdt.numeric import Number
+from gossipkv.crdt.numeric import INT64_MAX, INT64_MIN, Number, add, subtract
 
 Version = tuple[int, Number]  # (HLC timestamp of the node's latest increment, its running total)
 
@@ -44,16 +44,16 @@ class Counter:
         for node, (ts, value) in self.totals.items():
             base = floor.get(node)
             if base is None:
-                total = value if total is None else total + value
+                total = value if total is None else add(total, value)
             elif ts > base[0]:
-                d = value - base[1]
-                total = d if total is None else total + d
+                d = subtract(value, base[1])
+                total = d if total is None else add(total, d)
         return total
 
     def increment(self, node: str, ts: int, by: Number) -> Counter:
         """The delta for ``node`` adding ``by`` at timestamp ``ts``."""
         cur = self.totals.get(node)
-        value = by if cur is None else cur[1] + by
+        value = by if cur is None else add(cur[1], by)
         return Counter({node: (ts, value)})
 
     def reset(self) -> Counter:
@@ -78,7 +78,8 @@ def _join(into: dict[str, Version], other: dict[str, Version]) -> None:
 def _encode_versions(d: dict[str, Version]) -> list[Any]:
     # Sorted so that equal states encode to equal bytes (digests depend on it).
     return [
-        [n, ts, v if isinstance(v, int) else "d" + str(v)] for n, (ts, v) in sorted(d.items())
+        [n, ts, v if isinstance(v, int) and INT64_MIN <= v <= INT64_MAX else "d" + str(v)]
+        for n, (ts, v) in sorted(d.items())
     ]
 
 

@@ -130,21 +130,6 @@ _SUSPECT = re.compile(rb"\*(?:-|\d{7})|\$(?:-|\d{9})").search
 _DIGITS = [len(str(i)) for i in range(10000)]
 
 
-def _canonical_size(req: list[bytes]) -> int:
-    """Bytes of ``req`` encoded as ``*N`` of ``$len`` bulk strings; TypeError if not all bytes."""
-    digits = _DIGITS
-    n = len(req)
-    if n == 0:
-        raise TypeError("empty multibulk")
-    size = 3 + (digits[n] if n < 10000 else len(str(n)))
-    for a in req:
-        if type(a) is not bytes:
-            raise TypeError("not a bulk string")
-        m = len(a)
-        size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
-    return size
-
-
 class RequestParser:
     """Turns a byte stream into argument vectors, keeping any partial request for later."""
 
@@ -174,13 +159,24 @@ class RequestParser:
         reader = self._reader
         reader.feed(data)
         first = len(out)
+        digits = _DIGITS
         try:
             size = 0
-            req = reader.gets()
+            gets = reader.gets
+            req = gets()
             while req is not False:
-                size += _canonical_size(req)
+                # _canonical_size, inlined: this loop runs once per request.
+                n = len(req)
+                if n == 0 or n >= 10000:
+                    raise TypeError("not a plain request")
+                size += 3 + digits[n]
+                for a in req:
+                    if type(a) is not bytes:
+                        raise TypeError("not a bulk string")
+                    m = len(a)
+                    size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
                 out.append(req)
-                req = reader.gets()
+                req = gets()
             if size == len(data):
                 return
         except (hiredis.ProtocolError, TypeError):
@@ -218,6 +214,8 @@ class RequestParser:
                 pos = nl + 1
                 if argv:
                     out.append(argv)
+                    if not self.authenticated:
+                        break  # one at a time until AUTH has run: its limits depend on it
                 continue
             cr = find(b"\r", pos)
             if cr < 0 or cr + 1 >= n:
@@ -274,5 +272,7 @@ class RequestParser:
                 break
             out.append(argv)
             pos = p
+            if not self.authenticated:
+                break
         if pos < n:
             pending += buf[pos:] if pos else buf

@@ -67,6 +67,8 @@ class ClientProtocol(asyncio.Protocol):
             self.paused = False
             if self.blocked is None:
                 self.transport.resume_reading()
+                if self.queue:
+                    self._run_queue()  # requests left waiting while the client caught up
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -78,6 +80,11 @@ class ClientProtocol(asyncio.Protocol):
 
     def _run_queue(self) -> None:
         """Execute queued requests in order; stop at one that blocks until its reply is ready."""
+        while self._run_batch():
+            pass
+
+    def _run_batch(self) -> bool:
+        """Run the queue once; True when the parser handed over more requests to run."""
         session = self.session
         transport = self.transport
         assert session is not None and transport is not None
@@ -85,6 +92,7 @@ class ClientProtocol(asyncio.Protocol):
         out: list[bytes] = []
         append = out.append
         execute = session.execute
+        size = 0  # bytes of values in ``out``: what one batch of small requests can amplify into
         for done, argv in enumerate(queue, 1):
             reply = execute(argv)
             # The two commonest replies skip the type dispatch; both encode alike in RESP2/3.
@@ -92,6 +100,7 @@ class ClientProtocol(asyncio.Protocol):
                 append(b"+OK\r\n")
             elif type(reply) is bytes:
                 append(b"$%d\r\n%s\r\n" % (len(reply), reply))
+                size += len(reply)
             elif isinstance(reply, asyncio.Future):
                 if not reply.done():
                     # A blocking command (WAIT, BLPOP ...): later requests wait for its reply.
@@ -101,15 +110,41 @@ class ClientProtocol(asyncio.Protocol):
                     reply.add_done_callback(self._unblock)
                     if out:
                         transport.write(b"".join(out))
-                    return
+                    return False
                 append(ENCODERS[session.resp](_result(reply)))
             else:
-                append(ENCODERS[session.resp](reply))
+                encoded = ENCODERS[session.resp](reply)
+                append(encoded)
+                size += len(encoded)
             if session.closing:
                 self.bad = None
                 break
+            if size > WRITE_HIGH_WATER:
+                # The replies to one read batch can dwarf its requests (GETs of a large value):
+                # hand them over now, and while the transport is over its limit leave the rest
+                # queued for resume_writing, so a client that never reads stays bounded.
+                transport.write(b"".join(out))
+                out.clear()
+                size = 0
+                if self.paused:
+                    del queue[:done]
+                    return False
         queue.clear()
-        self.parser.authenticated = session.authenticated
+        parser = self.parser
+        if not parser.authenticated:
+            # Before AUTH the parser hands over one request at a time, so that the limits for
+            # unauthenticated clients stop applying right after a successful AUTH.
+            parser.authenticated = session.authenticated
+            if parser.buffered and self.bad is None and not session.closing:
+                try:
+                    parser.feed(b"", queue)
+                except ProtocolError as e:
+                    self.bad = e
+                if queue:
+                    if out:
+                        transport.write(b"".join(out))
+                    return True
+        parser.authenticated = session.authenticated
         bad = self.bad
         if bad is not None:
             append(error_bytes("ERR Protocol error: " + bad.message))
@@ -117,6 +152,7 @@ class ClientProtocol(asyncio.Protocol):
             transport.write(b"".join(out) if len(out) > 1 else out[0])
         if bad is not None or session.closing:
             transport.close()
+        return False
 
     def _unblock(self, fut: asyncio.Future[Reply]) -> None:
         self.blocked = None

@@ -19,7 +19,15 @@ import xxhash
 
 from gossipkv.crdt import context as causal
 from gossipkv.crdt.counter import Counter
-from gossipkv.crdt.numeric import Number, format_number, parse_float, parse_int
+from gossipkv.crdt.numeric import (
+    Number,
+    add,
+    format_number,
+    normalize,
+    parse_float,
+    parse_int,
+    subtract,
+)
 from gossipkv.crdt.register import wins
 
 Expiry = tuple[int, str, int]  # (HLC ts, node, absolute deadline in ms; 0 = persistent)
@@ -109,7 +117,7 @@ class Entry:
         base = self.numeric_base(value)
         if base is None:
             return value or b""
-        return format_number(base + pending)
+        return format_number(add(base, pending))
 
     @staticmethod
     def numeric_base(value: bytes | None) -> Number | None:
@@ -196,9 +204,41 @@ def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool =
 
 
 def increment(ts: int, node: str, by: Number, old: Entry | None) -> Entry:
-    """INCRBY/INCRBYFLOAT: one node's running total moves by ``by``."""
+    """INCRBY/INCRBYFLOAT: one node's running total moves by ``by``.
+
+    ``old`` is the key's state, tombstoned or live: after a DEL the node's total must go on
+    from the total the removal floored, or the floor would swallow the new increments.
+    """
     counter = old.counter if old is not None and old.counter is not None else Counter()
-    return Entry(counter=counter.increment(node, ts, by))
+    delta = counter.increment(node, ts, by)
+    total = delta.totals[node][1]
+    if total.__class__ is not int:
+        delta.totals[node] = (ts, normalize(total))
+    return Entry(counter=delta)
+
+
+def increment_to(ts: int, node: str, target: Number, old: Entry | None) -> Entry:
+    """INCRBYFLOAT: the increment that makes ``old`` read exactly ``target``.
+
+    Redis rounds each INCRBYFLOAT result in long double; adding the exact difference between
+    that result and what the key reads keeps Redis's digits for one writer, while increments
+    made concurrently on other nodes still all count.
+    """
+    current = exact_number(old)
+    if current is None:
+        raise ValueError("the value is not a number")
+    return increment(ts, node, subtract(normalize(target), current), old)
+
+
+def exact_number(e: Entry | None) -> Number | None:
+    """The exact number a state reads as (0 for none), or None when its value is not one."""
+    if e is None:
+        return 0
+    base = Entry.numeric_base(e.value if e.has_value() else None)
+    if base is None:
+        return None
+    pending = e.counter.pending() if e.counter is not None else None
+    return base if pending is None else add(base, pending)
 
 
 def expire(ts: int, node: str, deadline: int) -> Entry:

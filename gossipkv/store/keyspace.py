@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from gossipkv.crdt.hlc import HLC
+from gossipkv.store.buckets import Buckets
 from gossipkv.store.entry import Entry
 from gossipkv.store.expiry import ExpiryIndex
 
@@ -40,6 +41,8 @@ class Keyspace:
         # merges against the removal instead of resurrecting the key (GC comes with gossip).
         self.tombstones: dict[bytes, Entry] = {}
         self.expiry = ExpiryIndex()
+        # Live keys by hash prefix: SCAN cursors and RANDOMKEY without O(keyspace) work.
+        self.buckets = Buckets()
         self.now_ms: Callable[[], int] = _now_ms
         self.expired_keys = 0
         self.keyspace_hits = 0
@@ -89,12 +92,15 @@ class Keyspace:
         else:
             self.clock.observe(delta.stamps())
         if e.alive():
+            if key not in live:
+                self.buckets.add(key)
             live[key] = e
             if e.exp is not None or key in self.expiry.deadlines:
                 self.expiry.set(key, e.deadline())
         else:
             if live.pop(key, None) is not None:
                 self.expiry.set(key, 0)
+                self.buckets.discard(key)
             self.tombstones[key] = e
         for hook in self.on_change:
             hook(key, e)
