@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +32,15 @@ MAX_PACKET = 64 * 1024
 
 
 def _allow_all(kind: str, addr: Addr, direction: str) -> bool:
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
     return True
 
 
@@ -94,6 +105,11 @@ class ClusterBus:
 
     def send_packet(self, addr: Addr, msg: list[Any]) -> None:
         if self._udp is None or not self.allow(msg[0], addr, "out"):
+            return
+        if not (0 < addr[1] < 65536 and _is_ip(addr[0])):
+            # A bad port would close the UDP transport for good, and a host name would be
+            # resolved inside sendto, blocking the loop: peers' addresses must be IP literals.
+            log.warning("event=bad_packet_addr addr=%s:%s", addr[0], addr[1])
             return
         body = msgpack.packb(msg, use_bin_type=True)
         if len(body) > MAX_PACKET:
