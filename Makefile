@@ -1,4 +1,4 @@
-# gossipkv: `make run` starts a local node, `make test` runs the whole default suite.
+# gossipkv: `make run` starts a local three-node cluster, `make test` runs the whole default suite.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -22,8 +22,10 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
 	fi
 
+# Three nodes in three regions (eu-1, us-1, ap-1) on 127.0.0.1, clients on ports 6379-6381,
+# forming one cluster; Ctrl-C stops all three.
 run: $(STAMP)
-	$(VENV)/bin/gossipkv serve --config cluster.example.toml
+	$(VENV)/bin/gossipkv local-cluster
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gossipkv tests bench

@@ -5,7 +5,9 @@ INCR and MSET unpipelined and pipelined 16 deep, alternating between the two ser
 test so that drift in the machine's speed hits both alike; the median of the rounds' ratios
 counts. The load average is recorded: figures taken on a busy machine say little.
 Memory: fresh servers, the same ``redis-cli --pipe`` stream of ``SET key:N val:N`` into each,
-DBSIZE checked, then resident size from /proc. Figures go to bench/results/ as JSON.
+DBSIZE checked, then resident size from /proc; once more for a gossipkv node whose replication
+backlog is as small as it goes, to show the keyspace's own share. Figures go to bench/results/
+as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import bench.cluster
 from bench.tools import (
     PROBES,
     BenchError,
@@ -63,6 +66,8 @@ THROUGHPUT_TARGETS = {
     ("get", 16): Target(0.5, 0.6),
 }
 MEMORY_BAR = 3.0  # gossipkv's RSS at most this many times redis-server's, same keys loaded
+# The OS picks the cluster port: the default, client port + 10000, may be taken.
+GOSSIPKV_ARGS = ("--log-level", "warning", "--cluster-port", "0")
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,7 @@ def servers(tmp: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """A fresh redis-server and a fresh gossipkv node, both stopped on the way out."""
     ref = start_redis(tmp)
     try:
-        node = start_gossipkv(tmp, "--log-level", "warning")
+        node = start_gossipkv(tmp, *GOSSIPKV_ARGS)
     except BaseException:
         ref.stop()
         raise
@@ -212,25 +217,41 @@ def throughput(tmp: Path, settings: Settings, console: Console) -> list[Row]:
     return rows
 
 
+# The replication backlog keeps this node's recent writes for peers that reconnect; bounded at
+# 1M writes by default, it holds every key of the load. A second node with the smallest backlog
+# shows how much of the figure is the keyspace itself.
+LEAN = "gossipkv, no replication backlog"
+NO_BACKLOG = "[cluster]\nbacklog_ops = 1\nbacklog_bytes = 1\n"
+
+
 def memory(tmp: Path, keys: int, console: Console) -> Memory:
     result = Memory(keys)
     stream = set_stream(keys)
-    with servers(tmp) as (ref, node):
-        named = (("redis", ref), ("gossipkv", node))
-        for name, server in named:
-            result.empty_kb[name] = rss_kb(server.proc.pid)
+
+    def load(name: str, server: ServerProcess) -> None:
+        result.empty_kb[name] = rss_kb(server.proc.pid)
+        console.log(f"loading {keys:,} keys into {name}")
+        start = time.monotonic()
+        pipe_load(server.port, stream, keys)
+        result.load_s[name] = round(time.monotonic() - start, 2)
+        size = dbsize(server.port)
+        if size != keys:
+            raise BenchError(f"{name}: DBSIZE is {size} after loading {keys} keys")
+        result.loaded_kb[name] = rss_kb(server.proc.pid)
+
+    try:
+        with servers(tmp) as (ref, node):
+            load("redis", ref)
+            load("gossipkv", node)
+        config = tmp / "no-backlog.toml"
+        config.write_text(NO_BACKLOG)
+        lean = start_gossipkv(tmp, *GOSSIPKV_ARGS, "--config", str(config))
         try:
-            for name, server in named:
-                console.log(f"loading {keys:,} keys into {name}")
-                start = time.monotonic()
-                pipe_load(server.port, stream, keys)
-                result.load_s[name] = round(time.monotonic() - start, 2)
-                size = dbsize(server.port)
-                if size != keys:
-                    raise BenchError(f"{name}: DBSIZE is {size} after loading {keys} keys")
-                result.loaded_kb[name] = rss_kb(server.proc.pid)
-        except BenchError as e:
-            result.error = str(e)
+            load(LEAN, lean)
+        finally:
+            lean.stop()
+    except BenchError as e:
+        result.error = str(e)
     return result
 
 
@@ -258,6 +279,13 @@ def report(
             _mb(mem.loaded_kb.get("gossipkv")),
             _ratio(mem.ratio), f"<= {MEMORY_BAR}x", _styled(mem.status()),
         )
+        lean = mem.loaded_kb.get(LEAN)
+        if lean is not None:
+            theirs = mem.loaded_kb.get("redis")
+            table.add_row(
+                "  without the repl. backlog", "", "", _mb(lean),
+                _ratio(lean / theirs if theirs else None), "", "",
+            )
     console.print(table)
     for row in rows:
         if row.unsupported or row.error:
@@ -315,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per test (median counts)")
     parser.add_argument("--memory-keys", type=int, help="keys loaded for the memory figure")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory figure")
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip the cluster figures (bench/cluster.py)"
+    )
     parser.add_argument("--no-throughput", action="store_true", help="skip redis-benchmark")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON results")
     args = parser.parse_args(argv)
@@ -332,8 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         rows = [] if args.no_throughput else throughput(tmp, settings, console)
         mem = None if args.no_memory else memory(tmp, settings.memory_keys, console)
+        cluster = None if args.no_cluster else bench.cluster.run_all(
+            tmp / "cluster", bench.cluster.QUICK if settings.quick else bench.cluster.FULL, console
+        )
     info["loadavg_end"] = os.getloadavg()[0]
     report(console, info, rows, mem, settings)
+    if cluster is not None:
+        bench.cluster.report(console, cluster)
     document = {
         "timestamp": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
@@ -349,10 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "throughput": [row.to_json() for row in rows],
         "memory": mem.to_json() if mem is not None else None,
+        "cluster": cluster,
     }
     path = save(document, args.out)
     console.print(f"results: {path} (and {args.out / 'latest.json'})")
     failed = any(row.error for row in rows) or (mem is not None and bool(mem.error))
+    failed = failed or (cluster is not None and bench.cluster.failed(cluster))
     return 1 if failed else 0
 
 

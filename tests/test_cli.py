@@ -60,9 +60,14 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+# Nodes started here let the OS pick their cluster port: the default, client port + 10000, may
+# be taken on a busy test machine, and the cluster port is not what these tests are about.
+ANY_CLUSTER_PORT = ("--cluster-port", "0")
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_gossipkv(tmp_path)
+    server = start_gossipkv(tmp_path, *ANY_CLUSTER_PORT)
     yield server
     server.stop(signal.SIGKILL)
 
@@ -150,7 +155,9 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     config.write_text(
         f'[node]\nname = "from-file"\nregion = "file-region"\nport = {file_port}\n'
     )
-    server = start_gossipkv(tmp_path, "--config", str(config), "--name", "from-flag")
+    server = start_gossipkv(
+        tmp_path, "--config", str(config), "--name", "from-flag", *ANY_CLUSTER_PORT
+    )
     try:
         assert server.port != file_port
         assert not listening(file_port)
@@ -169,7 +176,9 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
 def test_config_file_values_apply_without_flags(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\nname = "from-file"\nport = {port}\n')
+    config.write_text(
+        f'[node]\nname = "from-file"\nport = {port}\n[cluster]\ncluster_port = 0\n'
+    )
     log = tmp_path / "node.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

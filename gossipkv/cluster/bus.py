@@ -138,9 +138,9 @@ class ClusterBus:
         """Connect to a peer's cluster port and send the first frame, which names the kind."""
         if not self.allow(hello[0], addr, "out"):
             raise ConnectionRefusedError(f"traffic to {addr[0]}:{addr[1]} is cut")
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(addr[0], addr[1], limit=2**20), timeout
-        )
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(addr[0], addr[1], limit=2**20)
         writer.write(pack(hello))
         return reader, writer
 
