@@ -445,8 +445,22 @@ async def test_a_peer_that_stops_reading_does_not_hold_writes(nodes: list[Node])
         await server.wait_closed()
 
 
+def test_the_backlog_keeps_only_what_a_peer_may_resume_from() -> None:
+    outbox = Outbox(max_ops=100_000, max_bytes=2**24)  # bounds far away: only need counts
+    outbox.needed = lambda: 4000  # a peer acknowledged up to 3999
+    for i in range(1, 5001):
+        outbox.append(b"key:%d" % i, Entry(i, "a", b"v%d" % i))
+    assert outbox.holds(4000) and not outbox.holds(3000)
+    # No peer to resume (one that never synced gets a snapshot): only the open chunk stays.
+    outbox.needed = lambda: outbox.seq + 1
+    for i in range(5001, 5501):
+        outbox.append(b"key:%d" % i, Entry(i, "a", b"v%d" % i))
+    assert outbox.seq == 5500 and len(outbox) <= 1024  # at most one chunk
+
+
 def test_the_backlog_reads_back_every_held_operation_in_order() -> None:
     outbox = Outbox(max_ops=1000, max_bytes=2**20)
+    outbox.needed = lambda: 0  # a peer that has acknowledged nothing yet: keep what fits
     for i in range(1, 5001):
         outbox.append(b"key:%d" % i, Entry(i, "a", b"v%d" % i))
     assert outbox.seq == 5000 and 0 < len(outbox) <= 1000

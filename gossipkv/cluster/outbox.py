@@ -23,6 +23,7 @@ import asyncio
 import bisect
 import time
 from array import array
+from collections.abc import Callable
 
 import msgpack
 
@@ -59,6 +60,8 @@ class Outbox:
         "evicted",
         "first",
         "max_bytes",
+        "needed",
+        "retaining",
         "seq",
     )
 
@@ -89,6 +92,23 @@ class Outbox:
         self._armed = False
         self._woke = 0.0  # when idle links were last woken
         self._idle: list[asyncio.Future[None]] = []
+        # The oldest sequence number any peer may still ask for; older chunks are released.
+        # Replication sets it; with no peer to resume, nothing needs keeping.
+        self.needed: Callable[[], int] = lambda: self.seq + 1
+        # False until the node has a peer: a lone node numbers its writes and keeps nothing,
+        # since a peer that appears later starts from a snapshot anyway.
+        self.retaining = True
+
+    def retain(self, on: bool) -> None:
+        """Start (or stop) keeping writes for peers; stopping drops what is held."""
+        if not on:
+            self._tail = []
+            self._chunks = [self._tail]
+            self._starts = [self.seq + 1]
+            self.first = self.seq + 1
+            self.bytes = 0
+            self._roll_bytes = self._chunk_bytes
+        self.retaining = on
 
     def __len__(self) -> int:
         return self.seq - self.first + 1
@@ -99,6 +119,10 @@ class Outbox:
         """The keyspace sink: number, encode and keep one local write."""
         seq = self.seq + 1
         self.seq = seq
+        if not self.retaining:
+            self.first = seq + 1
+            self._starts[0] = seq + 1
+            return
         item: bytes = self._pack((seq, key, delta.encode()))
         tail = self._tail
         tail.append(item)
@@ -119,7 +143,12 @@ class Outbox:
         keep_ops = self.capacity - self._chunk_ops + 1
         keep_bytes = self.max_bytes - self._chunk_bytes
         chunks = self._chunks
-        while len(chunks) > 1 and (self.seq - self.first + 1 > keep_ops or self.bytes > keep_bytes):
+        needed = self.needed()
+        while len(chunks) > 1 and (
+            self.seq - self.first + 1 > keep_ops
+            or self.bytes > keep_bytes
+            or self._starts[1] <= needed  # every peer is past the oldest chunk
+        ):
             old = chunks.pop(0)
             del self._starts[0]
             self.first += len(old)

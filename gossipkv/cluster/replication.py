@@ -100,6 +100,7 @@ class PeerLink:
         "received_bytes",
         "sent_bytes",
         "sent_ops",
+        "snapshot_covers",
         "snapshots_sent",
         "state",
         "task",
@@ -115,6 +116,7 @@ class PeerLink:
         self.received_bytes = 0
         self.sent_ops = 0
         self.snapshots_sent = 0
+        self.snapshot_covers = 0  # the sequence number the snapshot in progress covers
         self.task: asyncio.Task[None] | None = None  # None once disconnected
         self.up = False
 
@@ -189,6 +191,8 @@ class Replication:
         self.name = name
         self.run_id = os.urandom(16).hex()
         self.outbox = Outbox(backlog_ops, backlog_bytes)
+        self.outbox.needed = self._needed
+        self.outbox.retain(False)  # until the first peer appears
         keyspace.sink = self.outbox.append
         self.links: dict[str, PeerLink] = {}
         self.inbound: dict[str, Inbound] = {}
@@ -232,6 +236,7 @@ class Replication:
         link = self.links.get(peer)
         if link is None:
             link = self.links[peer] = PeerLink(peer, addr)
+            self.outbox.retain(True)
         elif link.addr != addr:
             log.info("event=link_moved peer=%s from=%s:%d to=%s:%d", peer, *link.addr, *addr)
             link.addr = addr
@@ -355,6 +360,7 @@ class Replication:
         link.state = SNAPSHOT
         ks = self.keyspace
         covers = self.outbox.seq
+        link.snapshot_covers = covers
         keys = list(ks.live)
         keys.extend(ks.tombstones)
         started = time.monotonic()
@@ -531,6 +537,21 @@ class Replication:
         return sum(
             1 for link in self.links.values() if link.task is not None and link.acked >= target
         )
+
+    def _needed(self) -> int:
+        """The oldest operation a peer may still resume from: older backlog can go.
+
+        A peer with a cursor (linked before, maybe disconnected now) needs what follows it; a
+        peer in a snapshot needs what follows the snapshot; a peer never synced will snapshot.
+        """
+        needed = self.outbox.seq + 1
+        for link in self.links.values():
+            if link.state == SNAPSHOT or (link.state == STREAMING and link.acked < 0):
+                # Until its first ack, a link fresh from a snapshot streams from covers + 1.
+                needed = min(needed, link.snapshot_covers + 1)
+            elif link.acked >= 0:
+                needed = min(needed, link.acked + 1)
+        return needed
 
     def wait(self, numreplicas: int, timeout_ms: int) -> asyncio.Future[int] | int:
         """WAIT: the count at once when enough peers have every write made so far, else a
