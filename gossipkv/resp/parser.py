@@ -16,9 +16,10 @@ import re
 
 import hiredis
 
+from gossipkv.crdt.numeric import parse_int
+
 INLINE_MAX = 64 * 1024  # PROTO_INLINE_MAX_SIZE
 INT_MAX = 2**31 - 1
-LLONG_MAX = 2**63 - 1
 DEFAULT_MAX_BULK = 512 * 1024 * 1024
 UNAUTH_MAX_COUNT = 10
 UNAUTH_MAX_BULK = 16384
@@ -30,24 +31,6 @@ class ProtocolError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def string2ll(s: bytes) -> int | None:
-    """Redis's strict integer syntax: no sign but '-', no leading zeros, no spaces, int64 range."""
-    n = len(s)
-    if n == 0 or n > 20:
-        return None
-    if s == b"0":
-        return 0
-    neg = s[0] == 45  # '-'
-    digits = s[1:] if neg else s
-    if not digits or not digits.isdigit() or digits[0] == 48:
-        return None
-    v = int(digits)
-    if neg:
-        v = -v
-        return v if v >= -(2**63) else None
-    return v if v <= LLONG_MAX else None
 
 
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
@@ -226,7 +209,7 @@ class RequestParser:
             if head.isdigit() and len(head) < 10 and (head[0] != 48 or len(head) == 1):
                 count = int(head)
             else:
-                c = string2ll(head)
+                c = parse_int(head)
                 if c is None or c > INT_MAX:
                     raise ProtocolError("invalid multibulk length")
                 count = c
@@ -252,7 +235,7 @@ class RequestParser:
                 if head.isdigit() and len(head) < 10 and (head[0] != 48 or len(head) == 1):
                     size = int(head)
                 else:
-                    s = string2ll(head)
+                    s = parse_int(head)
                     if s is None or s < 0:
                         raise ProtocolError("invalid bulk length")
                     size = s
