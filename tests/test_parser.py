@@ -56,6 +56,13 @@ def test_fast_path_agrees_with_exact_parser(parts: list[bytes], cuts: list[int])
     assert run(chunks) == run([stream], exact=True)
 
 
+def test_a_short_element_cannot_hide_a_partial_request() -> None:
+    # "+PING" is three bytes shorter than its canonical "$4"; with three bytes of the next
+    # request in the same read, the byte count alone would balance.
+    stream = b"*1\r\n+PING\r\n" + encode([b""])
+    assert run([stream[:14], stream[14:]]) == ([], "expected '$', got '+'")
+
+
 def test_pipelined_requests_parse_in_order() -> None:
     stream = encode([b"SET", b"k", b"v"]) + encode([b"GET", b"k"]) * 3
     assert run([stream]) == ([[b"SET", b"k", b"v"]] + [[b"GET", b"k"]] * 3, None)

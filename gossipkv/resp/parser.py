@@ -160,7 +160,9 @@ class RequestParser:
                     size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
                 out.append(req)
                 req = gets()
-            if size == len(data):
+            # Every byte accounted for by canonical requests, and nothing left half-parsed:
+            # a shorter non-canonical element plus a partial request can add up to the same.
+            if size == len(data) and not reader.has_data():
                 return
         except (hiredis.ProtocolError, TypeError):
             pass
