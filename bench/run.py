@@ -4,16 +4,25 @@ Throughput: redis-benchmark (50 clients, keys drawn from the same 100k-key space
 INCR and MSET unpipelined and pipelined 16 deep, alternating between the two servers test by
 test so that drift in the machine's speed hits both alike; the median of the rounds' ratios
 counts. The load average is recorded: figures taken on a busy machine say little.
+Data types: redis-benchmark's LPUSH, RPUSH, LPOP, SADD, HSET, SPOP, ZADD, ZPOPMIN and LRANGE_100,
+in redis-benchmark's own order, because each pop and LRANGE reads what the pushes and adds
+before it left (LRANGE_100 brings its own LPUSH fill, as redis-benchmark does). Every round starts
+from FLUSHALL on both servers and runs the tests alternately on the two, so both hold the same
+data before each test. Members are drawn from 100M (-r) so the collections grow with the
+requests and every pop finds an element. A gossipkv run taking 20 times redis-server's time is
+stopped; its rate is then read from INFO commandstats.
 Memory: fresh servers, the same ``redis-cli --pipe`` stream of ``SET key:N val:N`` into each,
 DBSIZE checked, then resident size from /proc; once more for a gossipkv node whose replication
-backlog is as small as it goes, to show the keyspace's own share. Figures go to bench/results/
-as JSON.
+backlog is as small as it goes, to show the keyspace's own share. Per element of a data type:
+fresh servers per type, 1M members added to one set, hash and sorted set 100 per command, the
+count checked, resident size before and after. Figures go to bench/results/ as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -31,9 +40,12 @@ from rich.table import Table
 
 import bench.cluster
 from bench.tools import (
+    COLLECTIONS,
     PROBES,
     BenchError,
+    Collection,
     Run,
+    call,
     dbsize,
     machine,
     pipe_load,
@@ -46,17 +58,28 @@ from tests.servers import ServerProcess, start_gossipkv, start_redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TESTS = ("set", "get", "incr", "mset")
+# redis-benchmark's order: each test finds the data the ones before it left.
+TYPE_TESTS = ("lpush", "rpush", "lpop", "sadd", "hset", "spop", "zadd", "zpopmin", "lrange_100")
+# What a type test reads: measured only when the tests filling its key ran in full before it.
+NEEDS = {"lpop": ("lpush",), "spop": ("sadd",), "zpopmin": ("zadd",), "lrange_100": ("lpush",)}
 PIPELINES = (1, 16)
 CLIENTS = 50
 KEYSPACE = 100_000
-# MSET writes ten keys per request; fewer requests keep its share of the run in proportion.
-REQUEST_WEIGHT = {"mset": 0.2}
+MEMBER_SPACE = 100_000_000  # -r of the type tests: few repeats, so pops always find a member
+# MSET writes ten keys per request, LRANGE_100 reads a hundred elements and comes with its own
+# LPUSH fill: fewer requests keep their share of the run in proportion.
+REQUEST_WEIGHT = {"mset": 0.2, "lrange_100": 0.25}
+# A gossipkv run is stopped once it takes this many times redis-server's time for the same test
+# (and at least STOP_FLOOR_S): it misses any bar by then, and must not hold up the whole run.
+STOP_FACTOR = 20.0
+STOP_FLOOR_S = 10.0
+TYPE_BATCH = 100  # elements per SADD/HSET/ZADD in the memory load
 
 
 @dataclass(frozen=True)
 class Target:
     bar: float  # the acceptance bar of the current milestone
-    goal: float  # the product target of DESIGN.md
+    goal: float | None  # the product target of DESIGN.md, where it names one
 
 
 THROUGHPUT_TARGETS = {
@@ -64,7 +87,7 @@ THROUGHPUT_TARGETS = {
     ("get", 1): Target(0.6, 0.7),
     ("set", 16): Target(0.5, 0.6),
     ("get", 16): Target(0.5, 0.6),
-}
+} | {(test, p): Target(0.5, None) for test in TYPE_TESTS for p in PIPELINES}
 MEMORY_BAR = 3.0  # gossipkv's RSS at most this many times redis-server's, same keys loaded
 # The OS picks the cluster port: the default, client port + 10000, may be taken.
 GOSSIPKV_ARGS = ("--log-level", "warning", "--cluster-port", "0")
@@ -74,15 +97,25 @@ GOSSIPKV_ARGS = ("--log-level", "warning", "--cluster-port", "0")
 class Settings:
     quick: bool
     requests: dict[int, int]  # per pipeline depth, before REQUEST_WEIGHT
+    type_requests: dict[int, int]  # the same for the data-type tests
     rounds: int
     memory_keys: int
+    type_elements: int  # members per collection for memory per element; 0 skips it
+    load_limit_s: float  # per redis-cli --pipe load of a collection
 
     def requests_for(self, test: str, pipeline: int) -> int:
-        return int(self.requests[pipeline] * REQUEST_WEIGHT.get(test, 1.0))
+        base = self.type_requests if test in TYPE_TESTS else self.requests
+        return int(base[pipeline] * REQUEST_WEIGHT.get(test, 1.0))
 
 
-FULL = Settings(False, {1: 200_000, 16: 1_000_000}, rounds=3, memory_keys=1_000_000)
-QUICK = Settings(True, {1: 50_000, 16: 300_000}, rounds=1, memory_keys=100_000)
+FULL = Settings(
+    False, {1: 200_000, 16: 1_000_000}, {1: 100_000, 16: 300_000}, rounds=3,
+    memory_keys=1_000_000, type_elements=1_000_000, load_limit_s=120,
+)
+QUICK = Settings(
+    True, {1: 50_000, 16: 300_000}, {1: 20_000, 16: 100_000}, rounds=1,
+    memory_keys=100_000, type_elements=100_000, load_limit_s=60,
+)
 
 
 @dataclass
@@ -94,6 +127,8 @@ class Row:
     gossipkv: list[Run] = field(default_factory=list)
     unsupported: str = ""  # gossipkv does not implement the test's command yet
     error: str = ""  # a measurement failed
+    stopped: str = ""  # gossipkv overstayed its time limit: one round, rate from commandstats
+    skipped: str = ""  # not measured: a test it reads the data of was not measured in full
 
     @property
     def target(self) -> Target | None:
@@ -109,8 +144,22 @@ class Row:
         pairs = [g.rps / r.rps for r, g in zip(self.redis, self.gossipkv, strict=False) if r.rps]
         return statistics.median(pairs) if pairs else None
 
+    @property
+    def ceiling(self) -> bool:
+        """Whether a gossipkv figure is only an upper bound (a stopped run it could not count)."""
+        return any(g.stopped == "ceiling" for g in self.gossipkv)
+
+    @property
+    def measured(self) -> bool:
+        """Whether later rounds run this test again."""
+        return not (self.unsupported or self.error or self.stopped or self.skipped)
+
+    @property
+    def note(self) -> str:
+        return self.unsupported or self.error or self.stopped or self.skipped
+
     def status(self) -> str:
-        if self.unsupported or self.error:
+        if self.unsupported or self.error or (self.skipped and not self.gossipkv):
             return "n/a"
         t, r = self.target, self.ratio
         if t is None or r is None:
@@ -126,15 +175,27 @@ class Row:
             "redis_rps": self.rps(self.redis),
             "gossipkv_rps": self.rps(self.gossipkv),
             "ratio": _round(self.ratio),
+            "at_most": self.ceiling,  # the gossipkv rate and the ratio are upper bounds
             "bar": t.bar if t else None,
             "goal": t.goal if t else None,
             "status": self.status(),
-            "meets_goal": (self.ratio >= t.goal) if t and self.ratio is not None else None,
-            "runs": {"redis": [asdict(r) for r in self.redis],
-                     "gossipkv": [asdict(r) for r in self.gossipkv]},
+            "meets_goal": (
+                self.ratio >= t.goal if t and t.goal is not None and self.ratio is not None
+                else None
+            ),
+            "runs": {"redis": [_run_json(r) for r in self.redis],
+                     "gossipkv": [_run_json(r) for r in self.gossipkv]},
             "unsupported": self.unsupported or None,
             "error": self.error or None,
+            "stopped": self.stopped or None,
+            "skipped": self.skipped or None,
         }
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """A run as JSON: the unknown latencies of a stopped run become null, not NaN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in asdict(run).items()}
 
 
 @dataclass
@@ -173,6 +234,48 @@ class Memory:
         }
 
 
+@dataclass
+class PerElement:
+    """Memory per element of one collection holding ``elements`` members under one key."""
+
+    collection: str
+    command: str
+    elements: int
+    empty_kb: dict[str, int] = field(default_factory=dict)  # by server: "redis", "gossipkv"
+    loaded_kb: dict[str, int] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)
+    unsupported: str = ""
+    error: str = ""
+
+    def bytes_per_element(self, name: str) -> float | None:
+        if name not in self.loaded_kb:
+            return None
+        return (self.loaded_kb[name] - self.empty_kb[name]) * 1024 / self.elements
+
+    @property
+    def ratio(self) -> float | None:
+        ours, theirs = self.bytes_per_element("gossipkv"), self.bytes_per_element("redis")
+        return ours / theirs if ours is not None and theirs else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "command": self.command,
+            "elements": self.elements,
+            "per_command": TYPE_BATCH,
+            "rss_kb": self.loaded_kb,
+            "empty_rss_kb": self.empty_kb,
+            "bytes_per_element": {
+                name: round(b, 1) for name in self.loaded_kb
+                if (b := self.bytes_per_element(name)) is not None
+            },
+            "load_seconds": self.load_s,
+            "ratio": _round(self.ratio),
+            "unsupported": self.unsupported or None,
+            "error": self.error or None,
+        }
+
+
 def _round(x: float | None) -> float | None:
     return round(x, 3) if x is not None else None
 
@@ -193,7 +296,7 @@ def servers(tmp: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         ref.stop()
 
 
-def throughput(tmp: Path, settings: Settings, console: Console) -> list[Row]:
+def throughput(tmp: Path, settings: Settings, types: bool, console: Console) -> list[Row]:
     rows: list[Row] = []
     with servers(tmp) as (ref, node):
         missing = {t: refuses(node.port, *PROBES[t]) for t in TESTS}
@@ -206,15 +309,71 @@ def throughput(tmp: Path, settings: Settings, console: Console) -> list[Row]:
                     continue
                 for n in range(settings.rounds):
                     console.log(f"{test.upper()} -P {pipeline}: round {n + 1}/{settings.rounds}")
-                    try:
-                        for server, runs in ((ref, row.redis), (node, row.gossipkv)):
-                            runs.append(redis_benchmark(
-                                server.port, test, pipeline, row.requests, CLIENTS, KEYSPACE
-                            ))
-                    except BenchError as e:
-                        row.error = str(e)
+                    if not pair(ref, node, row, KEYSPACE):
                         break
+        if types:
+            for pipeline in PIPELINES:
+                rows.extend(type_throughput(ref, node, pipeline, settings, console))
     return rows
+
+
+def pair(ref: ServerProcess, node: ServerProcess, row: Row, keyspace: int) -> bool:
+    """One round of one test: redis-server, then gossipkv with a time limit drawn from
+    redis-server's time. False when the test should not run again."""
+    try:
+        theirs = redis_benchmark(
+            ref.port, row.test, row.pipeline, row.requests, CLIENTS, keyspace
+        )
+        limit = max(STOP_FLOOR_S, STOP_FACTOR * theirs.seconds)
+        ours = redis_benchmark(
+            node.port, row.test, row.pipeline, row.requests, CLIENTS, keyspace, limit
+        )
+    except BenchError as e:
+        row.error = str(e)
+        return False
+    row.redis.append(theirs)
+    row.gossipkv.append(ours)
+    if ours.stopped:
+        how = (
+            "its rate is its INFO commandstats count over that time" if ours.stopped == "counted"
+            else f"its INFO commandstats keep no count, so its rate is a ceiling: {row.requests:,} "
+            "requests not done in that time"
+        )
+        row.stopped = (
+            f"gossipkv stopped at its time limit, after {ours.seconds:.1f} s (redis-server took "
+            f"{theirs.seconds:.2f} s), and not run again; {how}"
+        )
+        return False
+    return True
+
+
+def type_throughput(
+    ref: ServerProcess, node: ServerProcess, pipeline: int, settings: Settings, console: Console
+) -> list[Row]:
+    """The data-type tests at one pipeline depth, rounds outermost: each round starts from
+    empty servers and runs the whole sequence, so a pop meets what the adds before it left."""
+    rows = {t: Row(t, pipeline, settings.requests_for(t, pipeline)) for t in TYPE_TESTS}
+    for test, row in rows.items():
+        refused = refuses(node.port, *PROBES[test])
+        if refused:
+            row.unsupported = f"gossipkv replies {refused!r}"
+    for n in range(settings.rounds):
+        for server in (ref, node):
+            call(server.port, "FLUSHALL", timeout=300)
+        done: set[str] = set()  # the tests this round ran in full on both servers
+        for test, row in rows.items():
+            lacking = [t for t in NEEDS.get(test, ()) if t not in done]
+            if lacking and row.measured:
+                row.skipped = (
+                    f"reads the data of {', '.join(t.upper() for t in lacking)}, "
+                    "which did not run in full"
+                )
+            if not row.measured:
+                continue
+            console.log(f"{test.upper()} -P {pipeline}: round {n + 1}/{settings.rounds}")
+            if pair(ref, node, row, MEMBER_SPACE):
+                done.add(test)
+    return list(rows.values())
 
 
 # The replication backlog keeps this node's recent writes for peers that reconnect; bounded at
@@ -255,22 +414,70 @@ def memory(tmp: Path, keys: int, console: Console) -> Memory:
     return result
 
 
+def per_element(
+    tmp: Path, elements: int, time_limit: float, console: Console
+) -> list[PerElement]:
+    """Each collection on fresh servers: resident size before and after the same load."""
+    results = []
+    for coll in COLLECTIONS:
+        result = PerElement(coll.name, coll.add.decode(), elements)
+        results.append(result)
+        try:
+            with servers(tmp) as (ref, node):
+                refused = refuses(node.port, coll.add.decode(), "bench:probe", *(
+                    a.decode() for a in coll.element(0)
+                ))
+                if refused:
+                    result.unsupported = f"gossipkv replies {refused!r}"
+                    continue
+                stream = coll.stream(elements, TYPE_BATCH)
+                for name, server in (("redis", ref), ("gossipkv", node)):
+                    load_collection(name, server, coll, stream, result, time_limit, console)
+        except BenchError as e:
+            result.error = str(e)
+    return results
+
+
+def load_collection(
+    name: str, server: ServerProcess, coll: Collection, stream: bytes, result: PerElement,
+    time_limit: float, console: Console,
+) -> None:
+    result.empty_kb[name] = rss_kb(server.proc.pid)
+    console.log(f"adding {result.elements:,} members to one {coll.name} in {name}")
+    start = time.monotonic()
+    pipe_load(server.port, stream, coll.command_count(result.elements, TYPE_BATCH), time_limit)
+    result.load_s[name] = round(time.monotonic() - start, 2)
+    size = call(server.port, coll.count, coll.key)
+    if size != result.elements:
+        raise BenchError(
+            f"{name}: {coll.count.decode()} is {size!r} after adding {result.elements} members"
+        )
+    result.loaded_kb[name] = rss_kb(server.proc.pid)
+
+
 def report(
     console: Console, info: dict[str, Any], rows: list[Row], mem: Memory | None,
-    settings: Settings,
+    elements: list[PerElement], settings: Settings,
 ) -> None:
-    table = Table(title="gossipkv vs redis-server (redis-benchmark, 50 clients, -r 100000)")
+    table = Table(title=(
+        f"gossipkv vs redis-server (redis-benchmark, {CLIENTS} clients, -r {KEYSPACE}; "
+        f"data types -r {MEMBER_SPACE})"
+    ))
     table.add_column("test")
     for col in ("pipeline", "redis rps", "gossipkv rps", "ratio"):
         table.add_column(col, justify="right")
     table.add_column("target (goal)")
     table.add_column("status")
-    for row in rows:
+    for i, row in enumerate(rows):
+        if i and (row.test in TYPE_TESTS) != (rows[i - 1].test in TYPE_TESTS):
+            table.add_section()
         t = row.target
+        goal = f" ({t.goal}x)" if t and t.goal is not None else ""
+        below = "< " if row.ceiling else ""
         table.add_row(
             row.test.upper(), str(row.pipeline), _rps(row.rps(row.redis)),
-            _rps(row.rps(row.gossipkv)), _ratio(row.ratio),
-            f">= {t.bar}x ({t.goal}x)" if t else "", _styled(row.status()),
+            below + _rps(row.rps(row.gossipkv)), below + _ratio(row.ratio),
+            f">= {t.bar}x{goal}" if t else "", _styled(row.status()),
         )
     if mem is not None:
         table.add_section()
@@ -286,13 +493,23 @@ def report(
                 "  without the repl. backlog", "", "", _mb(lean),
                 _ratio(lean / theirs if theirs else None), "", "",
             )
+    if elements:
+        table.add_section()
+    for e in elements:
+        table.add_row(
+            f"bytes per member, {e.collection} of {e.elements:,}", "",
+            _bytes(e.bytes_per_element("redis")), _bytes(e.bytes_per_element("gossipkv")),
+            _ratio(e.ratio), "", "n/a" if e.unsupported or e.error else "-",
+        )
     console.print(table)
     for row in rows:
-        if row.unsupported or row.error:
-            why = row.unsupported or row.error
-            console.print(f"[yellow]{row.test.upper()} -P {row.pipeline}:[/] {escape(why)}")
+        if row.note:
+            console.print(f"[yellow]{row.test.upper()} -P {row.pipeline}:[/] {escape(row.note)}")
     if mem is not None and mem.error:
         console.print(f"[yellow]memory:[/] {escape(mem.error)}")
+    for e in elements:
+        if e.unsupported or e.error:
+            console.print(f"[yellow]{e.collection} memory:[/] {escape(e.unsupported or e.error)}")
     rounds = f"; ratios are the median of {settings.rounds} paired round(s)" if rows else ""
     console.print(
         f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
@@ -311,7 +528,13 @@ def _rps(x: float | None) -> str:
 
 
 def _ratio(x: float | None) -> str:
-    return f"{x:.2f}x" if x is not None else "-"
+    if x is None:
+        return "-"
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.3f}x"
+
+
+def _bytes(x: float | None) -> str:
+    return f"{x:,.1f} B" if x is not None else "-"
 
 
 def _mb(kb: int | None) -> str:
@@ -339,10 +562,20 @@ def save(document: dict[str, Any], directory: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer requests, one round, 100k keys")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer requests, one round, 100k keys and members"
+    )
     parser.add_argument("--rounds", type=int, help="rounds per test (median counts)")
     parser.add_argument("--memory-keys", type=int, help="keys loaded for the memory figure")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory figure")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory figures")
+    parser.add_argument(
+        "--no-types", action="store_true",
+        help="skip the data-type figures (their redis-benchmark tests and memory per element)",
+    )
+    parser.add_argument(
+        "--type-elements", type=int,
+        help="members per set, hash and sorted set for memory per element (0 skips it)",
+    )
     parser.add_argument(
         "--no-cluster", action="store_true", help="skip the cluster figures (bench/cluster.py)"
     )
@@ -351,8 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     settings = Settings(
-        base.quick, base.requests, args.rounds or base.rounds, args.memory_keys or base.memory_keys
+        base.quick, base.requests, base.type_requests, args.rounds or base.rounds,
+        args.memory_keys or base.memory_keys,
+        base.type_elements if args.type_elements is None else args.type_elements,
+        base.load_limit_s,
     )
+    types = not args.no_types
     console = Console()
     if not console.is_terminal:  # keep the table on one line per row in logs and pipes
         console = Console(width=120)
@@ -361,13 +598,17 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="gossipkv-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        rows = [] if args.no_throughput else throughput(tmp, settings, console)
+        rows = [] if args.no_throughput else throughput(tmp, settings, types, console)
         mem = None if args.no_memory else memory(tmp, settings.memory_keys, console)
+        elements = (
+            per_element(tmp, settings.type_elements, settings.load_limit_s, console)
+            if types and not args.no_memory and settings.type_elements > 0 else []
+        )
         cluster = None if args.no_cluster else bench.cluster.run_all(
             tmp / "cluster", bench.cluster.QUICK if settings.quick else bench.cluster.FULL, console
         )
     info["loadavg_end"] = os.getloadavg()[0]
-    report(console, info, rows, mem, settings)
+    report(console, info, rows, mem, elements, settings)
     if cluster is not None:
         bench.cluster.report(console, cluster)
     document = {
@@ -378,18 +619,24 @@ def main(argv: list[str] | None = None) -> int:
             "quick": settings.quick,
             "clients": CLIENTS,
             "keyspace": KEYSPACE,
+            "member_space": MEMBER_SPACE,
             "rounds": settings.rounds,
             "requests": {str(p): n for p, n in settings.requests.items()},
+            "type_requests": {str(p): n for p, n in settings.type_requests.items()},
             "request_weight": REQUEST_WEIGHT,
+            "stop_factor": STOP_FACTOR,
             "memory_keys": None if mem is None else settings.memory_keys,
+            "type_elements": settings.type_elements if elements else None,
         },
         "throughput": [row.to_json() for row in rows],
         "memory": mem.to_json() if mem is not None else None,
+        "memory_per_element": [e.to_json() for e in elements],
         "cluster": cluster,
     }
     path = save(document, args.out)
     console.print(f"results: {path} (and {args.out / 'latest.json'})")
     failed = any(row.error for row in rows) or (mem is not None and bool(mem.error))
+    failed = failed or any(e.error for e in elements)
     failed = failed or (cluster is not None and bench.cluster.failed(cluster))
     return 1 if failed else 0
 

@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import redis
 
 import gossipkv
 
 # redis-benchmark -t names, and how its CSV spells each test's row.
-ROW_NAMES = {"set": "SET", "get": "GET", "incr": "INCR", "mset": "MSET (10 keys)"}
+ROW_NAMES = {
+    "set": "SET", "get": "GET", "incr": "INCR", "mset": "MSET (10 keys)",
+    "lpush": "LPUSH", "rpush": "RPUSH", "lpop": "LPOP", "sadd": "SADD", "spop": "SPOP",
+    "hset": "HSET", "zadd": "ZADD", "zpopmin": "ZPOPMIN",
+    "lrange_100": "LRANGE_100 (first 100 elements)",
+}
+
+# The command each test sends, as INFO commandstats names it.
+COMMANDS = {test: test for test in ROW_NAMES} | {"lrange_100": "lrange"}
 
 # One command per test, sent before benchmarking: redis-benchmark stops at the first error
 # reply, so a command a server lacks would otherwise show up as a silent, empty row.
@@ -32,6 +44,15 @@ PROBES: dict[str, tuple[str, ...]] = {
     "get": ("GET", "bench:probe"),
     "incr": ("INCR", "bench:probe:counter"),
     "mset": ("MSET", "bench:probe:a", "1", "bench:probe:b", "2"),
+    "lpush": ("LPUSH", "bench:probe:list", "xxx"),
+    "rpush": ("RPUSH", "bench:probe:list", "xxx"),
+    "lpop": ("LPOP", "bench:probe:list"),
+    "sadd": ("SADD", "bench:probe:set", "element"),
+    "spop": ("SPOP", "bench:probe:set"),
+    "hset": ("HSET", "bench:probe:hash", "element", "xxx"),
+    "zadd": ("ZADD", "bench:probe:zset", "1", "element"),
+    "zpopmin": ("ZPOPMIN", "bench:probe:zset"),
+    "lrange_100": ("LRANGE", "bench:probe:list", "0", "99"),
 }
 
 
@@ -46,41 +67,101 @@ def tool(name: str) -> str:
     return path
 
 
-def refuses(port: int, *command: str) -> str | None:
-    """None when the server runs ``command``, else the error it replied with."""
-    client = redis.Redis(port=port, protocol=2, socket_timeout=10)
+def call(port: int, *command: str | bytes, timeout: float = 60) -> object:
+    """One command on a connection of its own; the reply as redis-py parses it."""
+    client = redis.Redis(port=port, protocol=2, socket_timeout=timeout)
     try:
-        client.execute_command(*command)  # type: ignore[no-untyped-call]
-    except redis.ResponseError as e:
-        return str(e)
+        return client.execute_command(*command)  # type: ignore[no-untyped-call]
     finally:
         client.close()
+
+
+def refuses(port: int, *command: str) -> str | None:
+    """None when the server runs ``command``, else the error it replied with."""
+    try:
+        call(port, *command, timeout=10)
+    except redis.ResponseError as e:
+        return str(e)
     return None
+
+
+def command_calls(port: int, command: str) -> int | None:
+    """How many times the server has run ``command``, from INFO commandstats; None if it
+    does not say (a server that keeps no count lists no such line)."""
+    try:
+        stats = call(port, "INFO", "commandstats")
+    except redis.ResponseError:
+        return None
+    entry = stats.get(f"cmdstat_{command}") if isinstance(stats, dict) else None
+    calls = entry.get("calls") if isinstance(entry, dict) else None
+    return int(calls) if calls is not None else None
+
+
+def settle(port: int, timeout: float = 30.0) -> None:
+    """Wait until the server answers PING within a few milliseconds again: a benchmark that
+    was stopped may leave it working off requests it had already read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        start = time.monotonic()
+        call(port, "PING", timeout=timeout)
+        if time.monotonic() - start < 0.01:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"port {port} still busy {timeout:.0f} s after a stopped benchmark")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One redis-benchmark invocation's outcome for one test."""
+    """One redis-benchmark invocation's outcome for one test.
+
+    A run that overstayed its time limit is stopped and its latencies are unknown (NaN). Its
+    rate is then "counted": the server's own count of the test's command (INFO commandstats)
+    over the whole invocation; or, when the server keeps no count, a "ceiling": the requests
+    asked for over the time it had, which it did not reach.
+    """
 
     rps: float
     p50_ms: float
     p99_ms: float
+    seconds: float = 0.0  # wall time of the whole invocation
+    stopped: Literal["", "counted", "ceiling"] = ""
 
 
 def redis_benchmark(
-    port: int, test: str, pipeline: int, requests: int, clients: int, keyspace: int
+    port: int, test: str, pipeline: int, requests: int, clients: int, keyspace: int,
+    time_limit: float | None = None,
 ) -> Run:
-    """Run one test of redis-benchmark against ``port`` and read its CSV row."""
+    """Run one test of redis-benchmark against ``port`` and read its CSV row; past
+    ``time_limit`` seconds, stop it and measure what it got done."""
     args = [
         tool("redis-benchmark"), "-h", "127.0.0.1", "-p", str(port), "-c", str(clients),
         "-n", str(requests), "-r", str(keyspace), "-P", str(pipeline), "-t", test, "--csv",
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
+    before = command_calls(port, COMMANDS[test]) if time_limit is not None else None
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=time_limit or 900, check=False
+        )
+    except subprocess.TimeoutExpired:
+        seconds = time.monotonic() - start
+        after = command_calls(port, COMMANDS[test])
+        settle(port)
+        if after is None or before is None or after == before:
+            # No count, or none that moved: a server that ran the command keeps no count.
+            return Run(round(requests / seconds, 2), math.nan, math.nan, round(seconds, 2),
+                       "ceiling")
+        return Run(round((after - before) / seconds, 2), math.nan, math.nan, round(seconds, 2),
+                   "counted")
+    seconds = time.monotonic() - start
     row = _csv_row(proc.stdout, ROW_NAMES[test])
     if proc.returncode != 0 or row is None:
         why = (proc.stderr.strip().splitlines() or ["no result row"])[-1]
         raise BenchError(f"redis-benchmark {test} -P {pipeline} on port {port}: {why}")
-    return Run(float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]))
+    return Run(
+        float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]),
+        round(seconds, 2),
+    )
 
 
 def _csv_row(text: str, name: str) -> dict[str, str] | None:
@@ -100,17 +181,64 @@ def set_stream(keys: int) -> bytes:
     return b"".join(parts)
 
 
-def pipe_load(port: int, stream: bytes, expected: int) -> None:
+def resp(*args: bytes) -> bytes:
+    """One command as RESP, as a client sends it."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A data type loaded one key deep for the memory-per-element figure."""
+
+    name: str
+    key: bytes
+    add: bytes  # the command adding elements, many per call
+    count: bytes  # the command counting them
+    element: Callable[[int], tuple[bytes, ...]]  # the arguments adding element N
+
+    def stream(self, elements: int, batch: int) -> bytes:
+        """RESP adding ``elements`` elements to ``key``, ``batch`` per command: the same bytes
+        for both servers."""
+        parts = []
+        for first in range(0, elements, batch):
+            args = [self.add, self.key]
+            for n in range(first, min(first + batch, elements)):
+                args.extend(self.element(n))
+            parts.append(resp(*args))
+        return b"".join(parts)
+
+    def command_count(self, elements: int, batch: int) -> int:
+        return -(-elements // batch)
+
+
+COLLECTIONS = (
+    Collection("set", b"bench:set", b"SADD", b"SCARD", lambda n: (b"member:%d" % n,)),
+    Collection(
+        "hash", b"bench:hash", b"HSET", b"HLEN", lambda n: (b"field:%d" % n, b"value:%d" % n)
+    ),
+    Collection(
+        "sorted set", b"bench:zset", b"ZADD", b"ZCARD", lambda n: (b"%d" % n, b"member:%d" % n)
+    ),
+)
+
+
+def pipe_load(port: int, stream: bytes, expected: int, time_limit: float = 900) -> None:
     """Feed ``stream`` through ``redis-cli --pipe`` and check every reply arrived without error."""
     # redis-cli ends the stream with an ECHO and waits for it: fail now, not after the timeout.
     for command in (("ECHO", "bench"), ("DBSIZE",)):
         error = refuses(port, *command)
         if error:
             raise BenchError(f"port {port} cannot be loaded and counted: {error}")
-    proc = subprocess.run(
-        [tool("redis-cli"), "-h", "127.0.0.1", "-p", str(port), "--pipe", "--pipe-timeout", "60"],
-        input=stream, capture_output=True, timeout=900, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [tool("redis-cli"), "-h", "127.0.0.1", "-p", str(port), "--pipe",
+             "--pipe-timeout", "60"],
+            input=stream, capture_output=True, timeout=time_limit, check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(
+            f"redis-cli --pipe into port {port}: not done after {time_limit:.0f} s"
+        ) from e
     out = proc.stdout.decode(errors="replace")
     m = re.search(r"errors: (\d+), replies: (\d+)", out)
     if proc.returncode != 0 or m is None or m.group(1) != "0" or int(m.group(2)) != expected:

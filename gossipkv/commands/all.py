@@ -1,3 +1,13 @@
 """Imports every command module so that each registers its commands in the table."""
 
-from gossipkv.commands import cluster, connection, keys, server, strings  # noqa: F401
+from gossipkv.commands import (  # noqa: F401
+    cluster,
+    connection,
+    hashes,
+    keys,
+    lists,
+    server,
+    sets,
+    strings,
+    zsets,
+)

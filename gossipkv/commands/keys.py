@@ -36,10 +36,18 @@ EXPIRE_GT = 4
 EXPIRE_LT = 8
 
 
+_KIND_NAMES: dict[str, Status] = {}
+
+
 def type_name(e: Entry) -> Status:
-    """TYPE's answer for a live entry. Strings are the only type so far; each new type
-    names itself here."""
-    return STRING
+    """TYPE's answer for a live entry: a collection names its kind."""
+    if e.coll is None:
+        return STRING
+    kind = e.kind()
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        name = _KIND_NAMES[kind] = Status(kind.encode())
+    return name
 
 
 def c_string(arg: bytes) -> bytes:
@@ -247,8 +255,19 @@ def _rename(s: Session, argv: list[bytes], nx: bool) -> Reply:
     if nx and dst is not None:
         return 0
     deadline = src.deadline()
-    value = src.read()
-    ks.write(dst_key, assign(ks.clock.now(), ks.node, value, dst, deadline=deadline or None))
+    coll = src.visible_coll()
+    if coll is None:
+        value = src.read()
+        ks.write(dst_key, assign(ks.clock.now(), ks.node, value, dst, deadline=deadline or None))
+    else:
+        if dst is not None:
+            ks.write(dst_key, dst.removal())
+        # Fresh dots at the target: the source's own dots may be covered by a context the
+        # target key already holds (a key renamed away and back).
+        restamp = getattr(coll, "restamp", None)
+        moved = restamp(ks.clock.now, ks.node) if restamp is not None else coll.copy()
+        exp = (ks.clock.now(), ks.node, deadline) if deadline else None
+        ks.write(dst_key, Entry(exp=exp, coll=moved))
     ks.write(src_key, src.removal())
     return 1 if nx else OK
 

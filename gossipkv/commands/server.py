@@ -401,7 +401,7 @@ def _info_clients(srv: Server) -> InfoLines:
         ("maxclients", config_value(srv, "maxclients")),
         ("client_recent_max_input_buffer", max_in),
         ("client_recent_max_output_buffer", max_out),
-        ("blocked_clients", 0),
+        ("blocked_clients", srv.stats.blocked_clients),
         ("tracking_clients", 0),
         ("clients_in_timeout_table", 0),
     ]

@@ -26,6 +26,7 @@ class Stats:
     rejected_connections: int = 0
     total_net_input_bytes: int = 0
     total_net_output_bytes: int = 0
+    blocked_clients: int = 0  # clients waiting in BLPOP/BRPOP/BLMOVE
     calls: dict[str, int] = field(default_factory=dict)
 
 

@@ -72,10 +72,12 @@ def _read(ks: Keyspace, key: bytes) -> Entry | None:
 
 
 def _string(e: Entry) -> bytes:
-    """The string a key holds (the place for the WRONGTYPE check once keys have types)."""
+    """The string a key holds; WRONGTYPE for a key holding a collection."""
     v = e.value
-    if e.counter is None and v is not None:
+    if e.counter is None and v is not None and e.coll is None:
         return v
+    if e.coll is not None and e.visible_coll() is not None:
+        raise ErrorReply(errors.WRONGTYPE)
     return e.read()
 
 
@@ -149,7 +151,7 @@ def _set(
 def _set_plain(ks: Keyspace, key: bytes, value: bytes) -> None:
     """SET key value: the common case of a key with no counter and no TTL is one small delta."""
     old = ks.live.get(key)
-    if old is None or (old.counter is None and old.exp is None):
+    if old is None or (old.counter is None and old.exp is None and old.coll is None):
         ks.write(key, Entry(ks.clock.now(), ks.node, value))
     else:
         ks.write(key, assign(ks.clock.now(), ks.node, value, ks.lookup(key)))
@@ -180,9 +182,9 @@ def get(s: Session, argv: list[bytes]) -> Reply:
         return None
     ks.keyspace_hits += 1
     # _string(e), inlined: GET is the hottest read.
-    if e.counter is None:
+    if e.counter is None and e.coll is None:
         return e.value
-    return e.read()
+    return _string(e)
 
 
 @command(
@@ -195,7 +197,8 @@ def mget(s: Session, argv: list[bytes]) -> Reply:
     values: list[bytes | None] = []
     for key in argv[1:]:
         e = _read(ks, key)
-        values.append(None if e is None else _string(e))  # a key of another type reads as nil
+        # a key of another type reads as nil
+        values.append(None if e is None or e.visible_coll() is not None else _string(e))
     return values
 
 
@@ -254,7 +257,7 @@ def set_(s: Session, argv: list[bytes]) -> Reply:
     key = argv[1]
     if len(argv) == 3:
         old = ks.live.get(key)
-        if old is None or (old.counter is None and old.exp is None):
+        if old is None or (old.counter is None and old.exp is None and old.coll is None):
             ks.write(key, Entry(ks.clock.now(), ks.node, argv[2]))
             return OK
         ks.write(key, assign(ks.clock.now(), ks.node, argv[2], ks.lookup(key)))
@@ -460,7 +463,7 @@ def _int64(e: Entry) -> int | None:
     """string2ll of the value ``e`` reads as, without printing it when it is an int sum."""
     v = e.value
     c = e.counter
-    if c is None and v is not None:
+    if c is None and v is not None and e.coll is None:
         return parse_int(v)
     pending = c.pending() if c is not None else None
     if isinstance(pending, int):

@@ -21,6 +21,7 @@ log = logging.getLogger("gossipkv.resp")
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
+BLOCKED_QUEUE_MAX = 1024  # requests queued behind a blocked command before reading pauses
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -77,6 +78,10 @@ class ClientProtocol(asyncio.Protocol):
             self.bad = e
         if self.blocked is None:
             self._run_queue()
+        elif len(self.queue) > BLOCKED_QUEUE_MAX and self.transport is not None:
+            # A blocked client keeps being read, so that a disconnect cancels its command; but
+            # what it pipelines behind the blocking command must stay bounded.
+            self.transport.pause_reading()
 
     def _run_queue(self) -> None:
         """Execute queued requests in order; stop at one that blocks until its reply is ready."""
@@ -106,7 +111,8 @@ class ClientProtocol(asyncio.Protocol):
                     # A blocking command (WAIT, BLPOP ...): later requests wait for its reply.
                     del queue[:done]
                     self.blocked = reply
-                    transport.pause_reading()
+                    # Reading goes on (requests queue up) so that a client that disconnects
+                    # while blocked is noticed and its blocking command cancelled.
                     reply.add_done_callback(self._unblock)
                     if out:
                         transport.write(b"".join(out))

@@ -51,10 +51,26 @@ def hex_digest(digest: int) -> str:
     return digest.to_bytes(DIGEST_BYTES, "big").hex()
 
 
+_TYPE_CODES = {"list": TYPE_LIST, "set": TYPE_SET, "zset": TYPE_ZSET, "hash": TYPE_HASH}
+
+
 def _mix_object(d: int, entry: Entry, deadline: int) -> int:
     """Redis's xorObjectDigest: type, visible value, then the expiry."""
-    d = mix_digest(d, _STRING)
-    d = mix_digest(d, entry.read())
+    coll = entry.visible_coll()
+    if coll is None:
+        d = mix_digest(d, _STRING)
+        d = mix_digest(d, entry.read())
+    else:
+        start = d.to_bytes(DIGEST_BYTES, "big")
+        mix = getattr(coll, "mix_digest", None)
+        if mix is not None:  # ordered elements (lists): mixed in one after the other
+            d = int.from_bytes(mix(start), "big")
+        else:
+            # The other kinds XOR their element digests after the type; value_digest is
+            # that from a zero start, so the elements' part is what differs from mix(0, type).
+            typed = mix_digest(0, _TYPE_CODES[coll.KIND].to_bytes(4, "big"))
+            elements = int.from_bytes(coll.value_digest(), "big") ^ typed
+            d = mix_digest(d, _TYPE_CODES[coll.KIND].to_bytes(4, "big")) ^ elements
     if deadline:
         d = xor_digest(d, _EXPIRE_MARK)
         d = mix_digest(d, b"%d" % deadline)

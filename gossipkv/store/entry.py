@@ -9,6 +9,16 @@ or a full state from anti-entropy. The join is commutative, associative and idem
 - exp: the expiry, an LWW register (ts, node, deadline ms); deadline 0 means none.
 - ctx: the key-level observed-remove context of DEL/UNLINK/FLUSHALL/expiry reaping: a register
   or expiry whose stamp it covers is removed; a concurrent write it never saw survives.
+- coll: a collection CRDT (hash, set, sorted set, list) when the key holds one, else None; plain
+  strings pay one empty slot and nothing else.
+
+Type clash (DESIGN.md): a key may hold a string part and collections of several kinds at once,
+after concurrent writes created it as different types on different nodes. Merge keeps every
+part (so it stays a plain join and replicas converge whatever the order of delivery); what a
+client sees is decided by a function of the state: among the parts that hold something, the one
+whose newest write is latest by HLC (a collection on a tie with the string, then by kind name).
+The others stay hidden until a removal that observed them clears them; no per-key stamp object
+is needed, and a plain string pays one empty slot.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Any
 import xxhash
 
 from gossipkv.crdt import context as causal
+from gossipkv.crdt.collection import COLLECTIONS, Collection
 from gossipkv.crdt.counter import Counter
 from gossipkv.crdt.numeric import (
     Number,
@@ -34,7 +45,7 @@ Expiry = tuple[int, str, int]  # (HLC ts, node, absolute deadline in ms; 0 = per
 
 
 class Entry:
-    __slots__ = ("counter", "ctx", "exp", "node", "ts", "value")
+    __slots__ = ("coll", "counter", "ctx", "exp", "node", "ts", "value")
 
     def __init__(
         self,
@@ -44,6 +55,7 @@ class Entry:
         counter: Counter | None = None,
         exp: Expiry | None = None,
         ctx: causal.Context | None = None,
+        coll: Collection | dict[str, Collection] | None = None,
     ) -> None:
         self.ts = ts
         self.node = node
@@ -51,6 +63,7 @@ class Entry:
         self.counter = counter
         self.exp = exp
         self.ctx = ctx
+        self.coll = coll
 
     def copy(self) -> Entry:
         return Entry(
@@ -60,6 +73,7 @@ class Entry:
             self.counter.copy() if self.counter is not None else None,
             self.exp,
             dict(self.ctx) if self.ctx is not None else None,
+            _copy_coll(self.coll),
         )
 
     # -- the join ----------------------------------------------------------------------------
@@ -82,6 +96,87 @@ class Entry:
                 self.ctx = dict(d.ctx)
             else:
                 causal.join(self.ctx, d.ctx)
+        dc = d.coll
+        if dc is not None:
+            if isinstance(dc, dict):
+                for x in dc.values():
+                    self._merge_coll(x)
+            else:
+                self._merge_coll(dc)
+
+    def _merge_coll(self, x: Collection) -> None:
+        c = self.coll
+        if c is None:
+            self.coll = x.copy()
+        elif isinstance(c, dict):
+            cur = c.get(x.KIND)
+            if cur is None:
+                c[x.KIND] = x.copy()
+            else:
+                cur.merge(x)
+        elif c.__class__ is x.__class__:
+            c.merge(x)
+        else:  # two collection kinds clash: keep both, visibility decides
+            self.coll = {c.KIND: c, x.KIND: x.copy()}
+
+    def colls(self) -> list[Collection]:
+        """Every collection part, visible or hidden."""
+        c = self.coll
+        if c is None:
+            return []
+        if isinstance(c, dict):
+            return list(c.values())
+        return [c]
+
+    def coll_of(self, kind: str) -> Collection | None:
+        """The collection part of one kind, visible or not."""
+        for c in self.colls():
+            if kind == c.KIND:
+                return c
+        return None
+
+    # -- the type-clash rule -------------------------------------------------------------------
+
+    def _string_stamp(self) -> int:
+        m = self.ts
+        c = self.counter
+        if c is not None:
+            for ts, _ in c.totals.values():
+                if ts > m:
+                    m = ts
+        return m
+
+    def _string_alive(self) -> bool:
+        if self.has_value():
+            return True
+        c = self.counter
+        return c is not None and c.pending() is not None
+
+    def visible_coll(self) -> Collection | None:
+        """The collection a client sees, or None when the key is a string (or missing)."""
+        c = self.coll
+        if c is None:
+            return None
+        if not isinstance(c, dict) and not self.ts and self.counter is None:
+            return c  # the common case: a pure collection key
+        best: Collection | None = None
+        for x in self.colls():
+            if x.alive() and (
+                best is None or (x.max_ts(), x.KIND) > (best.max_ts(), best.KIND)
+            ):
+                best = x
+        if best is None:
+            # Nothing in any collection: the string shows if it holds something; else the
+            # key is empty, and the (empty) collection part stands for it.
+            return None if self._string_alive() else self.colls()[0]
+        if self._string_alive() and self._string_stamp() > best.max_ts():
+            return None
+        return best
+
+    def kind(self) -> str:
+        """What TYPE answers for a live entry."""
+        c = self.visible_coll()
+        return "string" if c is None else c.KIND
 
     # -- what a reader sees ------------------------------------------------------------------
 
@@ -91,10 +186,11 @@ class Entry:
         return self.value is not None and (ctx is None or self.ts > ctx.get(self.node, -1))
 
     def alive(self) -> bool:
-        if self.has_value():
-            return True
-        c = self.counter
-        return c is not None and c.pending() is not None
+        if self.coll is not None:
+            vc = self.visible_coll()
+            if vc is not None:
+                return vc.alive()
+        return self._string_alive()
 
     def deadline(self) -> int:
         """The visible expiry deadline in ms, 0 for none."""
@@ -138,7 +234,13 @@ class Entry:
         if self.exp is not None:
             causal.observe(ctx, self.exp[0], self.exp[1])
         counter = self.counter.reset() if self.counter is not None else None
-        return Entry(counter=counter, ctx=ctx)
+        parts = [x.removal() for x in self.colls()]
+        coll: Any = None
+        if len(parts) == 1:
+            coll = parts[0]
+        elif parts:
+            coll = {x.KIND: x for x in parts}
+        return Entry(counter=counter, ctx=ctx, coll=coll)
 
     def stamps(self) -> int:
         """The greatest HLC timestamp in this state, for the clock to observe."""
@@ -151,12 +253,24 @@ class Entry:
             for ts, _ in self.counter.totals.values():
                 if ts > m:
                     m = ts
+        for x in self.colls():
+            m = max(m, x.max_ts())
         return m
 
     # -- wire form and digests -----------------------------------------------------------
 
     def encode(self) -> list[Any]:
-        """msgpack-friendly and canonical: equal states encode to equal lists."""
+        """msgpack-friendly and canonical: equal states encode to equal lists.
+
+        A plain string value (most writes) encodes as [ts, node, value] alone.
+        """
+        if (
+            self.counter is None
+            and self.exp is None
+            and self.ctx is None
+            and self.coll is None
+        ):
+            return [self.ts, self.node, self.value]
         return [
             self.ts,
             self.node,
@@ -164,11 +278,18 @@ class Entry:
             self.counter.encode() if self.counter is not None else None,
             list(self.exp) if self.exp is not None else None,
             sorted(self.ctx.items()) if self.ctx is not None else None,
+            sorted([x.KIND, x.encode()] for x in self.colls()) if self.coll is not None else None,
         ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> Entry:
-        ts, node, value, counter, exp, ctx = data
+        if len(data) == 3:
+            return cls(data[0], data[1], data[2])
+        ts, node, value, counter, exp, ctx = data[:6]
+        coll: Any = None
+        if len(data) > 6 and data[6] is not None:
+            parts = [COLLECTIONS[kind].decode(enc) for kind, enc in data[6]]
+            coll = parts[0] if len(parts) == 1 else {x.KIND: x for x in parts}
         return cls(
             ts,
             node,
@@ -176,6 +297,7 @@ class Entry:
             Counter.decode(counter) if counter is not None else None,
             (exp[0], exp[1], exp[2]) if exp is not None else None,
             {n: t for n, t in ctx} if ctx is not None else None,
+            coll,
         )
 
     def state_digest(self) -> int:
@@ -183,6 +305,14 @@ class Entry:
         import msgpack
 
         return int(xxhash.xxh3_64_intdigest(msgpack.packb(self.encode())))
+
+
+def _copy_coll(c: Any) -> Any:
+    if c is None:
+        return None
+    if c.__class__ is dict:
+        return {k: x.copy() for k, x in c.items()}
+    return c.copy()
 
 
 # -- mutators: each returns the delta of one client write ---------------------------------------
@@ -198,6 +328,8 @@ def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool =
             d.counter = old.counter.reset()
         if deadline is None and not keep_ttl and old.deadline():
             d.exp = (ts, node, 0)
+        if old.coll is not None:  # SET replaces a key of any type: observed-remove the old one
+            d.coll = old.removal().coll
     if deadline is not None:
         d.exp = (ts, node, deadline)
     return d
@@ -244,3 +376,10 @@ def exact_number(e: Entry | None) -> Number | None:
 def expire(ts: int, node: str, deadline: int) -> Entry:
     """EXPIRE family and PERSIST (deadline 0): the expiry register alone."""
     return Entry(exp=(ts, node, deadline))
+
+
+# The collection kinds Entry.decode must know even where no command module is loaded.
+import gossipkv.crdt.ormap  # noqa: E402
+import gossipkv.crdt.orset  # noqa: E402
+import gossipkv.crdt.rga  # noqa: E402
+import gossipkv.crdt.zset  # noqa: E402, F401

@@ -65,6 +65,8 @@ class Keyspace:
             and delta.ctx is None
             and e.counter is None
             and e.ctx is None
+            and delta.coll is None
+            and e.coll is None
         ):
             # The common overwrite: a plain value onto a plain live value. Only the LWW
             # register can change; liveness and the expiry index cannot.
@@ -86,7 +88,7 @@ class Keyspace:
                 e.merge(delta)
         else:
             e.merge(delta)
-        if delta.exp is None and delta.ctx is None and delta.counter is None:
+        if delta.exp is None and delta.ctx is None and delta.counter is None and delta.coll is None:
             if delta.ts > self.clock.last:
                 self.clock.last = delta.ts
         else:

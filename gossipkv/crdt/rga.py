@@ -1,0 +1,327 @@
+"""A list as an RGA sequence (Replicated Growable Array, Roh et al. 2011).
+
+Every element has a unique id (HLC ts, node) and is inserted after a reference element (or the
+head, ``None``). An insert's id is greater than its reference's, because the clock observes every
+id it merges; so the elements form a tree rooted at the head whose pre-order, visiting children
+greatest id first, is the list. Concurrent inserts at the same place are thereby ordered by id,
+the same on every replica, and all of them are kept.
+
+Removal (POP, LREM, LTRIM, DEL) marks an observed element removed; its value is dropped and only
+its id and reference stay, so later inserts that name it as reference still land in place. A
+removal that arrives before the insert it removes is remembered in ``gone`` until the insert does.
+LSET rewrites an element's value as an LWW register stamped (HLC, node); removal beats it.
+
+Local operations work at the ends of the visible order (a deque of ids), so LPUSH/RPUSH/LPOP/
+RPOP are O(1). A merged insert takes a fast path when its place in the visible order is plain
+(at the head ahead of every other head child, or after the last visible element); otherwise the
+visible order is rebuilt from the tree on the next read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from itertools import islice
+from typing import Any, ClassVar
+
+from gossipkv.crdt.collection import register
+
+Dot = tuple[int, str]
+
+TYPE_LIST = 1  # Redis's OBJ_LIST, mixed into DEBUG DIGEST
+
+
+class Element:
+    """One inserted element: its reference, its value (None once removed), the value's stamp."""
+
+    __slots__ = ("ref", "stamp", "value")
+
+    def __init__(self, ref: Dot | None, value: bytes | None, stamp: Dot) -> None:
+        self.ref = ref
+        self.value = value
+        self.stamp = stamp
+
+
+class RGA:
+    """The state of one list, and equally a delta of it."""
+
+    KIND: ClassVar[str] = "list"
+    __slots__ = ("_order", "_orphans", "_top", "elements", "gone")
+
+    def __init__(self) -> None:
+        self.elements: dict[Dot, Element] = {}
+        self.gone: set[Dot] = set()  # removals of elements not seen yet
+        # The visible order, or None when it must be rebuilt from the tree.
+        self._order: deque[Dot] | None = deque()
+        self._top: Dot | None = None  # the greatest id inserted at the head
+        self._orphans = 0  # elements whose reference has not arrived: not placed yet
+
+    # -- the join ------------------------------------------------------------------------------
+
+    def copy(self) -> RGA:
+        c = RGA()
+        c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
+        c.gone = set(self.gone)
+        c._order = None
+        return c
+
+    def merge(self, other: RGA) -> None:
+        """Join ``other`` in place; never keeps a reference to its mutable parts."""
+        elements = self.elements
+        gone = self.gone
+        incoming = other.elements
+        ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
+        for i in ids:  # ascending: a reference is placed before the elements that name it
+            e = incoming[i]
+            mine = elements.get(i)
+            if mine is None:
+                value = e.value
+                if i in gone:
+                    gone.discard(i)
+                    value = None
+                # A removed element keeps no stamp of its own: its state is the same however
+                # many LSETs reached it first.
+                mine = Element(e.ref, value, e.stamp if value is not None else i)
+                elements[i] = mine
+                self._place(i, mine)
+            elif mine.value is not None:
+                if e.value is None:
+                    mine.value = None
+                    mine.stamp = i
+                    self._hide(i)
+                elif e.stamp > mine.stamp:
+                    mine.value = e.value
+                    mine.stamp = e.stamp
+        for i in other.gone:
+            mine = elements.get(i)
+            if mine is None:
+                gone.add(i)
+            elif mine.value is not None:
+                mine.value = None
+                mine.stamp = i
+                self._hide(i)
+
+    def _place(self, i: Dot, e: Element) -> None:
+        """Put a newly merged element into the visible order, or mark the order stale."""
+        order = self._order
+        if order is None:
+            return  # the rebuild places everything
+        if self._orphans:
+            self._order = None  # it may be the reference an orphan waits for
+            return
+        ref = e.ref
+        if ref is None:
+            top = self._top
+            if top is None or i > top:
+                self._top = i  # first among the head's children: first of all
+                if e.value is not None:
+                    order.appendleft(i)
+                return
+        elif ref not in self.elements:
+            self._order = None  # an orphan until its reference arrives
+            return
+        if e.value is None:
+            return  # removed, under a placed reference: nothing visible changes
+        if not order or (ref is not None and order[-1] == ref):
+            order.append(i)  # after the last visible element only removed ones follow
+            return
+        self._order = None
+
+    def _hide(self, i: Dot) -> None:
+        order = self._order
+        if order is None or not order:
+            return
+        if order[0] == i:
+            order.popleft()
+        elif order[-1] == i:
+            order.pop()
+        else:
+            with suppress(ValueError):  # an orphan is not in the visible order
+                order.remove(i)
+
+    def order(self) -> deque[Dot]:
+        """The ids of the visible elements, in list order."""
+        order = self._order
+        if order is None:
+            order = self._order = self._rebuild()
+        return order
+
+    def _rebuild(self) -> deque[Dot]:
+        elements = self.elements
+        children: dict[Dot | None, list[Dot]] = {}
+        for i, e in elements.items():
+            kids = children.get(e.ref)
+            if kids is None:
+                children[e.ref] = [i]
+            else:
+                kids.append(i)
+        order: deque[Dot] = deque()
+        stack = children.get(None, [])
+        stack.sort()  # popped greatest first
+        self._top = stack[-1] if stack else None
+        reached = 0
+        while stack:
+            i = stack.pop()
+            reached += 1
+            if elements[i].value is not None:
+                order.append(i)
+            kids = children.get(i)
+            if kids is not None:
+                kids.sort()
+                stack.extend(kids)
+        self._orphans = len(elements) - reached
+        return order
+
+    # -- what a reader sees --------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return bool(self.order())
+
+    def __len__(self) -> int:
+        return len(self.order())
+
+    def value_at(self, index: int) -> bytes:
+        """The value at a non-negative index below len()."""
+        v = self.elements[self.order()[index]].value
+        assert v is not None
+        return v
+
+    def values(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        """Visible values of positions start..stop-1 (non-negative, clamped)."""
+        elements = self.elements
+        out: list[bytes] = []
+        for i in islice(self.order(), start, stop):
+            v = elements[i].value
+            assert v is not None
+            out.append(v)
+        return out
+
+    # -- deltas of local writes (ids from ``now``, never used before on this node) -------------
+
+    def push(self, now: Callable[[], int], node: str, values: Iterable[bytes],
+             left: bool) -> RGA:
+        """LPUSH (each value becomes the new head) or RPUSH (each after the last)."""
+        d = _delta()
+        elements = d.elements
+        if left:
+            for v in values:
+                i = (now(), node)
+                elements[i] = Element(None, v, i)
+        else:
+            order = self.order()
+            ref = order[-1] if order else None
+            for v in values:
+                i = (now(), node)
+                elements[i] = Element(ref, v, i)
+                ref = i
+        return d
+
+    def insert(self, now: Callable[[], int], node: str, index: int, value: bytes) -> RGA:
+        """LINSERT: the value lands at visible position ``index`` (0..len)."""
+        order = self.order()
+        i = (now(), node)
+        d = _delta()
+        # Right after the visible element before it: only removed elements lie between.
+        d.elements[i] = Element(order[index - 1] if index > 0 else None, value, i)
+        return d
+
+    def assign(self, now: Callable[[], int], node: str, index: int, value: bytes) -> RGA:
+        """LSET: the element at ``index`` takes the value, stamped newer than any before."""
+        i = self.order()[index]
+        d = _delta()
+        d.elements[i] = Element(self.elements[i].ref, value, (now(), node))
+        return d
+
+    def remove(self, ids: Iterable[Dot]) -> RGA:
+        """The delta removing the given (observed) elements."""
+        d = _delta()
+        d.gone = set(ids)
+        return d
+
+    def pop(self, count: int, left: bool) -> tuple[RGA, list[bytes]]:
+        """LPOP/RPOP: the delta removing up to ``count`` elements from one end, and their values."""
+        order = self.order()
+        n = min(count, len(order))
+        ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
+        elements = self.elements
+        values = [elements[i].value for i in ids]
+        return self.remove(ids), values  # type: ignore[return-value]
+
+    def removal(self) -> RGA:
+        """Observed-remove of every visible element."""
+        return self.remove(self.order())
+
+    # -- clocks, wire form, digests ------------------------------------------------------------
+
+    def max_ts(self) -> int:
+        m = 0
+        for i, e in self.elements.items():
+            if i[0] > m:
+                m = i[0]
+            if e.stamp[0] > m:
+                m = e.stamp[0]
+        for i in self.gone:
+            if i[0] > m:
+                m = i[0]
+        return m
+
+    def encode(self) -> list[Any]:
+        """Canonical: [[ts, node, ref ts, ref node, value, stamp ts, stamp node]..., gone]."""
+        rows: list[Any] = []
+        elements = self.elements
+        for i in sorted(elements):
+            e = elements[i]
+            ref = e.ref
+            stamp = e.stamp
+            rows.append([
+                i[0], i[1],
+                ref[0] if ref is not None else None, ref[1] if ref is not None else None,
+                e.value,
+                stamp[0] if stamp != i else None, stamp[1] if stamp != i else None,
+            ])
+        return [rows, [[t, n] for t, n in sorted(self.gone)]]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> RGA:
+        rows, gone = data
+        r = cls()
+        r._order = None
+        elements = r.elements
+        for ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node in rows:
+            i = (ts, node)
+            ref = (ref_ts, ref_node) if ref_ts is not None else None
+            stamp = (stamp_ts, stamp_node) if stamp_ts is not None else i
+            elements[i] = Element(ref, value, stamp)
+        r.gone = {(t, n) for t, n in gone}
+        return r
+
+    def mix_digest(self, digest: bytes) -> bytes:
+        """Redis's xorObjectDigest of a list onto ``digest``: the type, then every element."""
+        digest = _mix(digest, TYPE_LIST.to_bytes(4, "big"))
+        for v in self.values():
+            digest = _mix(digest, v)
+        return digest
+
+    def value_digest(self) -> bytes:
+        """DEBUG DIGEST-VALUE of this list, as redis-server computes it."""
+        return self.mix_digest(bytes(20))
+
+
+def _delta() -> RGA:
+    """An empty RGA to fill directly: its visible order is rebuilt when first read, since a
+    keyspace may adopt a delta as a new key's state."""
+    d = RGA()
+    d._order = None
+    return d
+
+
+def _mix(digest: bytes, data: bytes) -> bytes:
+    """Redis's mixDigest: xor SHA1(data) into the digest, then hash the digest."""
+    h = hashlib.sha1(data).digest()
+    mixed = bytes(a ^ b for a, b in zip(digest, h, strict=True))
+    return hashlib.sha1(mixed).digest()
+
+
+register(RGA)

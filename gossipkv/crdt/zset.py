@@ -1,0 +1,395 @@
+"""The sorted set: add-wins membership with dots; scores LWW for ZADD, added up for ZINCRBY.
+
+Each member holds a few *records*, one per write no later write has observed:
+``(ts, node, amount, is_set)``. The record's (ts, node) is its dot. ZADD writes a set-record that
+replaces every record it observed; ZINCRBY writes an increment record and replaces nothing; ZREM
+replaces the observed records with nothing. The causal context (``ctx``) holds the dots a state has
+seen removed or replaced; the dots of its live records are seen too, implicitly, so a string of
+fresh adds costs no context at all. The join is the ORSWOT one: keep a record both states hold,
+or that the other state holds and never saw removed.
+
+The visible score is the newest live set-record's amount (0 without one) plus every live increment,
+in dot order. So concurrent ZINCRBYs all count, an increment concurrent with a ZADD lands on top of
+it, and a ZREM concurrent with a ZINCRBY keeps the member with only the increment it did not see.
+
+A delta (``delta=True``) lists every member whose records it changes, removed ones with no records,
+and its context covers only the dots of those members: merging it costs O(delta). A full state
+lists only live members; merging one scans the receiver (anti-entropy, snapshots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar, Self
+
+from sortedcontainers import SortedList
+
+from gossipkv.crdt.causal import DotContext
+from gossipkv.crdt.collection import register
+
+Record = tuple[int, str, float, bool]  # (HLC ts, node, amount, is_set)
+Records = tuple[Record, ...]  # sorted by dot: the order increments are summed in
+# How a member's records are stored: a lone record as itself (no 1-tuple around it: most
+# members have one record, and a tuple costs 48 bytes), several as a tuple of records.
+Stored = Record | Records
+
+
+def _unpack(stored: Stored) -> Records:
+    if stored and stored[0].__class__ is int:
+        return (stored,)
+    return stored  # type: ignore[return-value]
+
+
+def _pack(records: Records) -> Stored:
+    return records[0] if len(records) == 1 else records
+
+_ZSET_TYPE = (3).to_bytes(4, "big")  # Redis's OBJ_ZSET
+
+
+def score_of(records: Records) -> float:
+    """The visible score of a member's live records (there is at least one)."""
+    if len(records) == 1:
+        return records[0][2]
+    base: Record | None = None
+    for r in records:
+        if r[3] and (base is None or (r[0], r[1]) > (base[0], base[1])):
+            base = r
+    total = base[2] if base is not None else None
+    for r in records:
+        if not r[3]:
+            total = r[2] if total is None else total + r[2]
+    return total if total is not None else 0.0
+
+
+class ZSet:
+    """A sorted set's CRDT state or delta, with an index of ``sort_key``s for ranges."""
+
+    KIND: ClassVar[str] = "zset"
+    __slots__ = ("ctx", "delta", "index", "members")
+
+    def __init__(self, delta: bool = False) -> None:
+        self.members: dict[bytes, Stored] = {}
+        # Only states keep the index: a delta is small, short-lived and never ranged over.
+        self.index: SortedList = _NO_INDEX if delta else SortedList()
+        # A delta's context names only dots it removes: most deltas share the empty one.
+        self.ctx = _NO_CTX if delta else DotContext()
+        self.delta = delta
+
+    # -- reads (ranks and ranges on states only) ---------------------------------------------
+
+    def __len__(self) -> int:
+        if self.delta:
+            return sum(1 for r in self.members.values() if r)
+        return len(self.index)
+
+    def score(self, member: bytes) -> float | None:
+        stored = self.members.get(member)
+        if not stored:
+            return None
+        if stored[0].__class__ is int:
+            return stored[2]
+        return score_of(stored)  # type: ignore[arg-type]
+
+    def records(self, member: bytes) -> Records:
+        """The member's live records, oldest dot first (none for a missing member)."""
+        return _unpack(self.members.get(member, ()))
+
+    def rank(self, member: bytes) -> int | None:
+        score = self.score(member)
+        if score is None:
+            return None
+        return int(self.index.index(sort_key(score, member)))
+
+    def at(self, start: int, stop: int) -> Iterator[tuple[float, bytes]]:
+        """Entries by rank, ``start`` included, ``stop`` excluded (both within range)."""
+        return map(_entry, self.index.islice(start, stop))
+
+    def entry(self, rank: int) -> tuple[float, bytes]:
+        """The (score, member) at ``rank`` (negative counts from the end)."""
+        return _entry(self.index[rank])
+
+    def bisect_score(self, score: float, after: bool) -> int:
+        """The rank of the first entry whose score is >= ``score`` (> when ``after``)."""
+        if after:
+            if score == math.inf:
+                return len(self.index)
+            score = math.nextafter(score, math.inf)
+        return int(self.index.bisect_left(_score_bytes(score)))
+
+    def bisect_lex(self, member: bytes, after: bool) -> int:
+        """The rank of the first entry whose member is >= ``member`` (> when ``after``).
+
+        Meaningful when every score is equal, as Redis's lex ranges are.
+        """
+        index = self.index
+        lo, hi = 0, len(index)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = index[mid][8:]
+            if m < member or (after and m == member):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def alive(self) -> bool:
+        if self.delta:
+            return any(self.members.values())
+        return bool(self.index)
+
+    def items(self) -> Iterator[tuple[float, bytes]]:
+        return map(_entry, self.index)
+
+    # -- the join --------------------------------------------------------------------------------
+
+    def copy(self) -> Self:
+        """A state equal to this one (a delta's copy is read as a state)."""
+        c = type(self)()
+        c.members = {m: r for m, r in self.members.items() if r}
+        c.index = self.index.copy() if not self.delta else c._build_index()
+        c.ctx = self.ctx.copy()
+        return c
+
+    def merge(self, other: Self) -> None:
+        """Join ``other`` in place (ORSWOT): O(other) for a delta, O(self + other) otherwise."""
+        if self.delta:
+            self._to_state()
+        ctx, octx = self.ctx, other.ctx
+        members = self.members
+        for member, stored in other.members.items():
+            mine_stored = members.get(member, ())
+            if mine_stored == stored:
+                continue
+            mine, theirs = _unpack(mine_stored), _unpack(stored)
+            kept: Records
+            if not mine:  # a new member: what the other side has that was not removed here
+                if not ctx:
+                    kept = theirs
+                elif len(theirs) == 1:
+                    kept = () if _seen(ctx, theirs[0]) else theirs
+                else:
+                    kept = tuple(r for r in theirs if not _seen(ctx, r))
+            elif not theirs:  # a removal: what it did not observe stays
+                kept = tuple(r for r in mine if not _seen(octx, r))
+            elif len(mine) == 1 and len(theirs) == 1:  # the common update: one record each
+                m0, t0 = mine[0], theirs[0]
+                if _seen(octx, m0):
+                    kept = () if _seen(ctx, t0) else theirs
+                elif _seen(ctx, t0):
+                    kept = mine
+                else:
+                    kept = (m0, t0) if m0 < t0 else (t0, m0)
+            else:
+                merged = [r for r in mine if r in theirs or not _seen(octx, r)]
+                merged.extend(r for r in theirs if r not in mine and not _seen(ctx, r))
+                merged.sort()
+                kept = tuple(merged)
+            if kept != mine:
+                self._set(member, mine, kept)
+        if not other.delta:
+            for member, stored in list(self.members.items()):
+                if member in other.members or not stored:
+                    continue
+                mine = _unpack(stored)
+                rest = tuple(r for r in mine if not _seen(octx, r))
+                if len(rest) != len(mine):
+                    self._set(member, mine, rest)
+        if octx:
+            ctx.join(octx)
+
+    def settle(self) -> None:
+        """Make a delta that became a key's state (the keyspace adopts the first delta of a
+        missing key) a state with its index, so that ranks and ranges can be read."""
+        if self.delta:
+            self._to_state()
+
+    def _to_state(self) -> None:
+        """A join's result is a state: removed members are no longer listed. Reading a delta
+        as a state is always sound (its context covers only dots of members it lists), it only
+        makes merging it cost a scan."""
+        self.delta = False
+        for member in [m for m, r in self.members.items() if not r]:
+            del self.members[member]
+        self.index = self._build_index()
+        if self.ctx is _NO_CTX:
+            self.ctx = DotContext()
+
+    def _build_index(self) -> SortedList:
+        return SortedList(
+            sort_key(score_of(_unpack(r)), m) for m, r in self.members.items() if r
+        )
+
+    def _set(self, member: bytes, old: Records, new: Records) -> None:
+        if old:
+            self.index.remove(sort_key(score_of(old), member))
+        if new:
+            self.members[member] = _pack(new)
+            self.index.add(sort_key(score_of(new), member))
+        else:
+            self.members.pop(member, None)
+
+    # -- mutators: each returns the delta of one write ------------------------------------------
+
+    def add(
+        self, member: bytes, score: float, ts: int, node: str, into: ZSet | None = None
+    ) -> ZSet:
+        """ZADD: the member's score becomes ``score``, replacing every record seen.
+
+        Each mutator extends ``into`` when given, so one command makes one delta; the dot
+        (ts, node) must be fresh for every record.
+        """
+        d = ZSet(delta=True) if into is None else into
+        d._observe(_unpack(self.members.get(member, ())))
+        d._put(member, ((ts, node, score, True),))
+        return d
+
+    def incr(self, member: bytes, by: float, ts: int, node: str, into: ZSet | None = None) -> ZSet:
+        """ZINCRBY: one more increment record; earlier records stay, so concurrent ones add up.
+
+        The records of one member grow with its increments until a ZADD or ZREM replaces them.
+        """
+        d = ZSet(delta=True) if into is None else into
+        d._put(member, (*_unpack(d.members.get(member, ())), (ts, node, by, False)))
+        return d
+
+    def remove(self, members: Iterable[bytes], into: ZSet | None = None) -> ZSet:
+        """ZREM and friends: observed-remove of the given members' records."""
+        d = ZSet(delta=True) if into is None else into
+        for member in members:
+            stored = self.members.get(member)
+            if stored:
+                d._observe(_unpack(stored))
+                d._put(member, ())
+        return d
+
+    def _put(self, member: bytes, records: Records) -> None:
+        """Delta building: list ``member`` with ``records``."""
+        self.members[member] = _pack(records)
+
+    def removal(self) -> Self:
+        """The delta that observed-removes every member this state shows."""
+        d = type(self)(delta=True)
+        for member, stored in self.members.items():
+            if stored:
+                d._observe(_unpack(stored))
+                d.members[member] = ()
+        return d
+
+    def restamp(self, now: Callable[[], int], node: str) -> ZSet:
+        """The same members and scores under fresh set-records (RENAME's copy at the target,
+        whose context may already cover this key's own dots)."""
+        d = ZSet(delta=True)
+        for member, stored in self.members.items():
+            if stored:
+                d._put(member, ((now(), node, score_of(_unpack(stored)) + 0.0, True),))
+        return d
+
+    def _observe(self, records: Records) -> None:
+        if self.ctx is _NO_CTX:
+            self.ctx = DotContext()
+        for r in records:
+            self.ctx.add((r[0], r[1]))
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def max_ts(self) -> int:
+        m = self.ctx.max_ts()
+        for stored in self.members.values():
+            for r in _unpack(stored):
+                if r[0] > m:
+                    m = r[0]
+        return m
+
+    def encode(self) -> list[Any]:
+        return [
+            self.delta,
+            [[m, [list(r) for r in _unpack(recs)]] for m, recs in sorted(self.members.items())],
+            self.ctx.encode(),
+        ]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> Self:
+        delta, members, ctx = data
+        z = cls(bool(delta))
+        for m, recs in members:
+            z.members[m] = _pack(tuple((r[0], r[1], float(r[2]), bool(r[3])) for r in recs))
+        if not z.delta:
+            z.index = z._build_index()
+        z.ctx = DotContext.decode(ctx)
+        return z
+
+    def value_digest(self) -> bytes:
+        """Redis's xorObjectDigest of a zset (debug.c): the type mixed, then per element
+        SHA1-mix(member, "%.17g" score) XORed in (order-independent)."""
+        digest = _mix(0, _ZSET_TYPE)
+        for member, stored in self.members.items():
+            if not stored:
+                continue
+            score = score_of(_unpack(stored))
+            element = _mix(_mix(0, member), b"%.17g" % score)
+            digest ^= _sha1(element.to_bytes(20, "big"))
+        return digest.to_bytes(20, "big")
+
+
+_NO_INDEX: SortedList = SortedList()  # the shared, never mutated, index of deltas
+_PACK = struct.Struct(">Q")
+_DOUBLE = struct.Struct(">d")
+_pack_q, _unpack_q = _PACK.pack, _PACK.unpack
+_pack_d, _unpack_d = _DOUBLE.pack, _DOUBLE.unpack
+_SIGN = 1 << 63
+_ALL = (1 << 64) - 1
+
+
+def _score_bytes(score: float) -> bytes:
+    """8 bytes that sort as the score does (IEEE 754 bits, sign flipped, negatives inverted);
+    -0 sorts as 0, which Redis treats it as."""
+    bits: int = _unpack_q(_pack_d(score + 0.0))[0]
+    return _pack_q(bits ^ _ALL if bits & _SIGN else bits | _SIGN)
+
+
+def sort_key(score: float, member: bytes) -> bytes:
+    """The index's entry: one bytes object whose memcmp order is Redis's (score, member) order,
+    so each comparison in the index is a single memcmp rather than a tuple comparison."""
+    return _score_bytes(score) + member
+
+
+def _entry(key: bytes) -> tuple[float, bytes]:
+    bits: int = _PACK.unpack_from(key)[0]
+    bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
+    score: float = _unpack_d(_pack_q(bits))[0]
+    return score, key[8:]
+_NO_CTX = DotContext()  # the shared, never mutated, context of deltas that remove nothing
+
+
+def _seen(ctx: DotContext, r: Record) -> bool:
+    """``ctx`` saw the record's dot removed (DotContext.contains, inlined for the join)."""
+    return r[0] <= ctx.vv.get(r[1], -1) or (r[0], r[1]) in ctx.cloud
+
+
+_LLONG_HALF = float((2**63 - 1) // 2)
+
+
+def d2string(score: float) -> bytes:
+    """Redis 7.0's d2string (util.c): how listpacks, ZSCAN and digests spell a score."""
+    if math.isinf(score):
+        return b"inf" if score > 0 else b"-inf"
+    if score == 0:
+        return b"-0" if math.copysign(1.0, score) < 0 else b"0"
+    if -_LLONG_HALF <= score <= _LLONG_HALF and score == int(score):
+        return b"%d" % int(score)
+    return b"%.17g" % score
+
+
+def _sha1(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha1(data).digest(), "big")
+
+
+def _mix(digest: int, data: bytes) -> int:
+    """Redis's mixDigest: XOR SHA1(data) in, then hash the result."""
+    return _sha1((digest ^ _sha1(data)).to_bytes(20, "big"))
+
+
+register(ZSet)
