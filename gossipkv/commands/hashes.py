@@ -183,9 +183,8 @@ def _counting_state(s: Session, key: bytes, m: ORMap) -> ORMap:
     if m is not _EMPTY:
         return m
     gone = s.server.keyspace.tombstones.get(key)
-    if gone is not None and isinstance(gone.coll, ORMap):
-        return gone.coll
-    return m
+    old = gone.coll_of(ORMap.KIND) if gone is not None else None
+    return old if isinstance(old, ORMap) else m
 
 
 # -- reads -----------------------------------------------------------------------------------------
