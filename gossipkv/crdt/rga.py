@@ -33,6 +33,9 @@ Dot = tuple[int, str]
 TYPE_LIST = 1  # Redis's OBJ_LIST, mixed into DEBUG DIGEST
 
 
+# Merges removing more elements than this invalidate the visible order instead of editing it.
+_BULK_MERGE = 64
+
 class Element:
     """One inserted element: its reference, its value (None once removed), the value's stamp."""
 
@@ -72,6 +75,13 @@ class RGA:
         elements = self.elements
         gone = self.gone
         incoming = other.elements
+        if (
+            self._order is not None
+            and len(other.gone) + sum(e.value is None for e in incoming.values()) > _BULK_MERGE
+        ):
+            # Many removals (DEL or LTRIM of a long list, a snapshot) would each search the
+            # visible order: rebuild it once, lazily, instead.
+            self._order = None
         ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
