@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import gossipkv
 
@@ -68,10 +70,17 @@ def tool(name: str) -> str:
 
 
 def call(port: int, *command: str | bytes, timeout: float = 60) -> object:
-    """One command on a connection of its own; the reply as redis-py parses it."""
-    client = redis.Redis(port=port, protocol=2, socket_timeout=timeout)
+    """One command on a connection of its own; the reply as redis-py parses it. Error replies
+    raise redis.ResponseError; a server that does not answer in time raises BenchError, at
+    once: redis-py's own retries would multiply the wait on a busy server."""
+    client = redis.Redis(
+        port=port, protocol=2, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return client.execute_command(*command)  # type: ignore[no-untyped-call]
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        name = command[0].decode() if isinstance(command[0], bytes) else command[0]
+        raise BenchError(f"{name} on port {port}: {e}") from e
     finally:
         client.close()
 
@@ -85,29 +94,16 @@ def refuses(port: int, *command: str) -> str | None:
     return None
 
 
-def command_calls(port: int, command: str) -> int | None:
+def command_calls(port: int, command: str, timeout: float = 5) -> int | None:
     """How many times the server has run ``command``, from INFO commandstats; None if it
-    does not say (a server that keeps no count lists no such line)."""
+    does not say in time (a server that keeps no count lists no such line)."""
     try:
-        stats = call(port, "INFO", "commandstats")
-    except redis.ResponseError:
+        stats = call(port, "INFO", "commandstats", timeout=timeout)
+    except (redis.ResponseError, BenchError):
         return None
     entry = stats.get(f"cmdstat_{command}") if isinstance(stats, dict) else None
     calls = entry.get("calls") if isinstance(entry, dict) else None
     return int(calls) if calls is not None else None
-
-
-def settle(port: int, timeout: float = 30.0) -> None:
-    """Wait until the server answers PING within a few milliseconds again: a benchmark that
-    was stopped may leave it working off requests it had already read."""
-    deadline = time.monotonic() + timeout
-    while True:
-        start = time.monotonic()
-        call(port, "PING", timeout=timeout)
-        if time.monotonic() - start < 0.01:
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"port {port} still busy {timeout:.0f} s after a stopped benchmark")
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,8 @@ def redis_benchmark(
     time_limit: float | None = None,
 ) -> Run:
     """Run one test of redis-benchmark against ``port`` and read its CSV row; past
-    ``time_limit`` seconds, stop it and measure what it got done."""
+    ``time_limit`` seconds, stop it and measure what it got done. A stopped server may still
+    be working off the requests it had read: start the next test on a fresh one."""
     args = [
         tool("redis-benchmark"), "-h", "127.0.0.1", "-p", str(port), "-c", str(clients),
         "-n", str(requests), "-r", str(keyspace), "-P", str(pipeline), "-t", test, "--csv",
@@ -146,7 +143,6 @@ def redis_benchmark(
     except subprocess.TimeoutExpired:
         seconds = time.monotonic() - start
         after = command_calls(port, COMMANDS[test])
-        settle(port)
         if after is None or before is None or after == before:
             # No count, or none that moved: a server that ran the command keeps no count.
             return Run(round(requests / seconds, 2), math.nan, math.nan, round(seconds, 2),
