@@ -16,7 +16,7 @@ import xxhash
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import lookup_coll, lookup_read, write_coll
-from gossipkv.commands.keys import c_string, parse_cursor
+from gossipkv.commands.keys import c_string, parse_cursor, scan_options
 from gossipkv.commands.replies import OK, ErrorReply, Reply
 from gossipkv.commands.session import Session
 from gossipkv.commands.table import command
@@ -321,24 +321,9 @@ def hscan(s: Session, argv: list[bytes]) -> Reply:
     m = lookup_read(s, argv[1], ORMap)
     if m is None:
         return [b"0", []]
-    count = SCAN_DEFAULT_COUNT
-    pattern: bytes | None = None
-    i = 3
-    n = len(argv)
-    while i < n:
-        option = c_string(argv[i]).lower()
-        if option == b"count" and n - i >= 2:
-            parsed = parse_int(argv[i + 1])
-            if parsed is None:
-                raise ErrorReply(errors.NOT_INTEGER)
-            if parsed < 1:
-                raise ErrorReply(errors.SYNTAX)
-            count = parsed
-        elif option == b"match" and n - i >= 2:
-            pattern = None if argv[i + 1] == b"*" else argv[i + 1]
-        else:
-            raise ErrorReply(errors.SYNTAX)
-        i += 2
+    options = scan_options(argv, 3)
+    count = options.hint or SCAN_DEFAULT_COUNT
+    pattern = options.pattern
     pairs = list(m.items())
     if len(pairs) <= LISTPACK_ENTRIES and all(
         len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE for f, v in pairs

@@ -8,6 +8,7 @@ run in the order Redis runs them, so that the first error reported is the same o
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from gossipkv.commands import errors
 from gossipkv.commands.replies import OK, ErrorReply, Reply, Status
@@ -166,18 +167,20 @@ def parse_cursor(arg: bytes) -> int:
     return (-value) & ULONG_MAX if m.group(1) == b"-" else value
 
 
-@command(
-    "scan", -2, "readonly", (0, 0, 0), "generic", "Incrementally iterate the keys space",
-    "2.8.0", "@keyspace @read @slow",
-    tips="nondeterministic_output request_policy:special",
-)
-def scan(s: Session, argv: list[bytes]) -> Reply:
-    """One step over the bucket index; see store/buckets.py for why the cursor stays valid."""
-    cursor = parse_cursor(argv[1])
-    count = _SCAN_DEFAULT_COUNT
+class ScanOptions(NamedTuple):
+    hint: int | None  # COUNT; None: the command's default
+    pattern: bytes | None  # None: everything ("*" included)
+    type: bytes | None  # SCAN's TYPE filter, lower-cased
+
+
+def scan_options(argv: list[bytes], start: int, with_type: bool = False) -> ScanOptions:
+    """The [MATCH p] [COUNT n] (and SCAN's [TYPE t]) options of every *SCAN command, with
+    Redis's errors: a non-integer COUNT is not an integer, COUNT < 1 or anything else a syntax
+    error."""
+    count: int | None = None
     pattern: bytes | None = None
     want_type: bytes | None = None
-    i = 2
+    i = start
     n = len(argv)
     while i < n:
         option = c_string(argv[i]).lower()
@@ -190,11 +193,26 @@ def scan(s: Session, argv: list[bytes]) -> Reply:
             count = parsed
         elif option == b"match" and n - i >= 2:
             pattern = None if argv[i + 1] == b"*" else argv[i + 1]
-        elif option == b"type" and n - i >= 2:
+        elif with_type and option == b"type" and n - i >= 2:
             want_type = c_string(argv[i + 1]).lower()
         else:
             raise ErrorReply(errors.SYNTAX)
         i += 2
+    return ScanOptions(count, pattern, want_type)
+
+
+@command(
+    "scan", -2, "readonly", (0, 0, 0), "generic", "Incrementally iterate the keys space",
+    "2.8.0", "@keyspace @read @slow",
+    tips="nondeterministic_output request_policy:special",
+)
+def scan(s: Session, argv: list[bytes]) -> Reply:
+    """One step over the bucket index; see store/buckets.py for why the cursor stays valid."""
+    cursor = parse_cursor(argv[1])
+    options = scan_options(argv, 2, with_type=True)
+    count = options.hint or _SCAN_DEFAULT_COUNT
+    pattern = options.pattern
+    want_type = options.type
     ks = s.server.keyspace
     cursor, found = ks.buckets.scan(cursor, count)
     if pattern is not None:

@@ -12,7 +12,7 @@ import random
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import lookup_coll, lookup_read, write_coll
-from gossipkv.commands.keys import c_string, parse_cursor
+from gossipkv.commands.keys import c_string, parse_cursor, scan_options
 from gossipkv.commands.replies import ErrorReply, Reply, RespSet
 from gossipkv.commands.session import Session
 from gossipkv.commands.table import command
@@ -310,22 +310,7 @@ def sscan(s: Session, argv: list[bytes]) -> Reply:
     cur = lookup_coll(s, argv[1], ORSet)
     if cur is None:
         return [b"0", []]
-    pattern: bytes | None = None
-    i = 3
-    n = len(argv)
-    while i < n:
-        option = c_string(argv[i]).lower()
-        if option == b"count" and n - i >= 2:
-            parsed = parse_int(argv[i + 1])
-            if parsed is None:
-                raise ErrorReply(errors.NOT_INTEGER)
-            if parsed < 1:
-                raise ErrorReply(errors.SYNTAX)
-        elif option == b"match" and n - i >= 2:
-            pattern = None if argv[i + 1] == b"*" else argv[i + 1]
-        else:
-            raise ErrorReply(errors.SYNTAX)
-        i += 2
+    pattern = scan_options(argv, 3).pattern
     members = list(cur.members)
     if pattern is not None:
         match = compile_glob(pattern)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import delete_key, lookup_coll, lookup_read, write_coll
-from gossipkv.commands.keys import c_string, parse_cursor
+from gossipkv.commands.keys import c_string, parse_cursor, scan_options
 from gossipkv.commands.replies import ErrorReply, Reply
 from gossipkv.commands.session import Session
 from gossipkv.commands.table import command
@@ -864,18 +864,7 @@ def zdiffstore(s: Session, argv: list[bytes]) -> Reply:
 def zscan(s: Session, argv: list[bytes]) -> Reply:
     """One step returns everything with cursor 0, as Redis does for small (listpack) zsets."""
     parse_cursor(argv[2])
-    pattern: bytes | None = None
-    i, n = 3, len(argv)
-    while i < n:
-        option = c_string(argv[i]).lower()
-        if option == b"count" and n - i >= 2:
-            if _long(argv[i + 1]) < 1:
-                raise ErrorReply(errors.SYNTAX)
-        elif option == b"match" and n - i >= 2:
-            pattern = None if argv[i + 1] == b"*" else argv[i + 1]
-        else:
-            raise ErrorReply(errors.SYNTAX)
-        i += 2
+    pattern = scan_options(argv, 3).pattern
     z = _lookup(s, argv[1], True)
     out: list[bytes] = []
     if z is not None:
