@@ -129,7 +129,7 @@ def spop(s: Session, argv: list[bytes]) -> Reply:
     if cur is None:
         return None if count is None else RespSet()
     if count is None:
-        popped = [random.choice(list(cur.members))] if len(cur) > 1 else list(cur.members)
+        popped = [cur.random_member(random.randrange)]
     elif count == 0:
         return RespSet()
     else:
@@ -157,9 +157,9 @@ def srandmember(s: Session, argv: list[bytes]) -> Reply:
     cur = lookup_read(s, argv[1], ORSet)
     if cur is None:
         return None if count is None else []
-    members = list(cur.members)
     if count is None:
-        return random.choice(members)
+        return cur.random_member(random.randrange)
+    members = list(cur.members)
     if count >= 0:
         return members if count >= len(members) else random.sample(members, count)
     return random.choices(members, k=-count)

@@ -44,13 +44,20 @@ class ORSet:
     """A set's state, and equally a delta of it."""
 
     KIND: ClassVar[str] = "set"
-    __slots__ = ("ctx", "members")
+    __slots__ = ("_pool", "ctx", "members", "scope")
 
     def __init__(
         self, members: dict[bytes, Dots] | None = None, ctx: DotContext | None = None
     ) -> None:
         self.members: dict[bytes, Dots] = members if members is not None else {}
         self.ctx = ctx if ctx is not None else DotContext()
+        # Members to draw random picks from (SPOP, SRANDMEMBER): built on the first pick and
+        # kept while merges only remove, so a run of pops costs O(1) each, not a copy each.
+        self._pool: list[bytes] | None = None
+        # On a local SREM/SPOP delta only: the members whose dots its context names, so that
+        # merging it touches those members instead of scanning the set. Never encoded; a
+        # delta from the wire has none and is merged by the full scan, with the same result.
+        self.scope: list[bytes] | None = None
 
     # -- the join ------------------------------------------------------------------------------
 
@@ -58,6 +65,8 @@ class ORSet:
         return ORSet(dict(self.members), self.ctx.copy())  # Dots are immutable
 
     def merge(self, other: ORSet) -> None:
+        if other.members:
+            self._pool = None  # it may add members the pool lacks
         mine = self.members
         ctx = self.ctx
         octx = other.ctx
@@ -84,7 +93,11 @@ class ORSet:
                     mine[m] = packed
         if octx:
             gone: list[bytes] = []
-            for m, d in mine.items():
+            scope = other.scope
+            candidates = (
+                ((m, mine[m]) for m in scope if m in mine) if scope is not None else mine.items()
+            )
+            for m, d in candidates:
                 if m in theirs:
                     continue
                 if d.__class__ is tuple:
@@ -116,6 +129,24 @@ class ORSet:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.members)
 
+    def random_member(self, randrange: Callable[[int], int]) -> bytes:
+        """A uniformly random member of a non-empty set, amortised O(1) over a run of picks."""
+        members = self.members
+        if not members:
+            raise ValueError("no member to pick from an empty set")
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = list(members)
+        while pool:
+            i = randrange(len(pool))
+            m = pool[i]
+            if m in members:
+                return m
+            pool[i] = pool[-1]  # removed since the pool was built: drop it for good
+            pool.pop()
+        self._pool = None
+        return self.random_member(randrange)
+
     # -- mutators: each returns a delta ---------------------------------------------------------
 
     def add(self, now: Callable[[], int], node: str, members: Iterable[bytes]) -> ORSet:
@@ -131,11 +162,14 @@ class ORSet:
         """SREM: observed-remove; the context names exactly the dots this replica saw."""
         cloud: set[Dot] = set()
         mine = self.members
+        members = list(members)
         for m in members:
             d = mine.get(m)
             if d is not None:
                 cloud.update(_dots(d))
-        return ORSet(None, DotContext(None, cloud))
+        delta = ORSet(None, DotContext(None, cloud))
+        delta.scope = list(dict.fromkeys(m for m in members if m in mine))
+        return delta
 
     def removal(self) -> ORSet:
         cloud: set[Dot] = set()
