@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,16 @@ def stop_all(nodes: Iterable[ClusterNode], sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             node.proc.kill()
             node.proc.wait()
+
+
+def write_concurrently(
+    nodes: Sequence[ClusterNode], writer: Callable[[ClusterNode, int], None], timeout: float = 120
+) -> None:
+    """Run ``writer(node, seed)`` on every node at once, each in its own thread, and wait."""
+    threads = [
+        threading.Thread(target=writer, args=(node, seed)) for seed, node in enumerate(nodes)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)

@@ -6,10 +6,12 @@ Tests that need an empty dataset call FLUSHALL themselves (``gkv_client``/``redi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.cluster_procs import ClusterNode, start_cluster, stop_all
 from tests.servers import ServerProcess, start_gossipkv, start_redis
 
 
@@ -50,6 +52,14 @@ def redis_client(redis_ref: ServerProcess) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[ClusterNode]]:
+    """Three real nodes started from the CLI, formed into one cluster (local profile)."""
+    nodes = start_cluster(tmp_path, 3)
+    yield nodes
+    stop_all(nodes)
 
 
 def pytest_configure(config: pytest.Config) -> None:

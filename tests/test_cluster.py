@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tests.cluster_procs import (
     stop_all,
     wait_converged,
     wait_formed,
+    write_concurrently,
 )
 from tests.servers import ROOT, ServerProcess, answers_ping, free_port, wait_for
 
@@ -44,12 +44,6 @@ def dead_within(profile: Profile, n: int) -> float:
     suspicion = profile.suspicion_max_timeout_mult * profile.suspicion_timeout(n)
     return rounds + suspicion + 5 * profile.gossip_interval
 
-
-@pytest.fixture
-def trio(tmp_path: Path) -> Iterator[list[ClusterNode]]:
-    nodes = start_cluster(tmp_path, 3)
-    yield nodes
-    stop_all(nodes)
 
 
 def load(node: ClusterNode, prefix: str, count: int) -> dict[str, str]:
@@ -108,14 +102,7 @@ def mixed_writer(node: ClusterNode, seed: int, ops: int, sums: Counter[str]) -> 
 
 def test_concurrent_writes_on_three_nodes_converge(trio: list[ClusterNode]) -> None:
     sums: list[Counter[str]] = [Counter() for _ in trio]
-    threads = [
-        threading.Thread(target=mixed_writer, args=(node, seed, 1500, sums[seed]))
-        for seed, node in enumerate(trio)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    write_concurrently(trio, lambda node, seed: mixed_writer(node, seed, 1500, sums[seed]))
     for node in trio:
         with node.client() as c:
             # Every peer acknowledges every write this node made (WAIT, as with Redis replicas).

@@ -6,29 +6,26 @@ one is concurrent with every write on the other) merge by the rules of docs/SEMA
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import redis
 
-from tests.cluster_procs import ClusterNode, new_node, start_cluster, stop_all, wait_converged
+from tests.cluster_procs import (
+    ClusterNode,
+    new_node,
+    stop_all,
+    wait_converged,
+    write_concurrently,
+)
 from tests.servers import wait_for
 
 HASHES = [f"hash:{i}" for i in range(3)]
 FIELDS = [f"f{i}" for i in range(6)]
 TALLY = "tally"  # a hash whose fields are only ever incremented
 
-
-@pytest.fixture
-def trio(tmp_path: Path) -> Iterator[list[ClusterNode]]:
-    nodes = start_cluster(tmp_path, 3)
-    yield nodes
-    stop_all(nodes)
 
 
 def hash_writer(node: ClusterNode, seed: int, ops: int, sums: Counter[str]) -> None:
@@ -61,14 +58,7 @@ def hash_writer(node: ClusterNode, seed: int, ops: int, sums: Counter[str]) -> N
 
 def test_concurrent_hash_writers_converge(trio: list[ClusterNode]) -> None:
     sums: list[Counter[str]] = [Counter() for _ in trio]
-    threads = [
-        threading.Thread(target=hash_writer, args=(node, seed, 600, sums[seed]))
-        for seed, node in enumerate(trio)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    write_concurrently(trio, lambda node, seed: hash_writer(node, seed, 600, sums[seed]))
     for node in trio:
         with node.client() as c:
             assert c.execute_command("WAIT", 2, 20000) == 2  # type: ignore[no-untyped-call]

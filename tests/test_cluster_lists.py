@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.cluster_procs import ClusterNode, start_cluster, stop_all, wait_converged
+from tests.cluster_procs import (
+    ClusterNode,
+    start_cluster,
+    stop_all,
+    wait_converged,
+    write_concurrently,
+)
 from tests.servers import wait_for
 
 
@@ -54,11 +60,7 @@ def test_concurrent_writers_converge_and_keep_every_push(trio: list[ClusterNode]
                 if i % 3 == 0:
                     c.lpop("shared")
 
-    threads = [threading.Thread(target=writer, args=(n, n.name)) for n in trio]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    write_concurrently(trio, lambda n, _seed: writer(n, n.name), timeout=60)
     wait_converged(trio)
     lists = []
     for n in trio:

@@ -4,23 +4,16 @@ to one DEBUG DIGEST, and the outcome follows add-wins (docs/SEMANTICS.md)."""
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.cluster_procs import ClusterNode, start_cluster, stop_all, wait_converged
+from tests.cluster_procs import (
+    ClusterNode,
+    wait_converged,
+    write_concurrently,
+)
 
 MEMBERS = [f"m{i}" for i in range(12)]
 KEYS = [f"set:{i}" for i in range(4)]
 
-
-@pytest.fixture
-def trio(tmp_path: Path) -> Iterator[list[ClusterNode]]:
-    nodes = start_cluster(tmp_path, 3)
-    yield nodes
-    stop_all(nodes)
 
 
 def writer(node: ClusterNode, seed: int, ops: int) -> None:
@@ -45,14 +38,7 @@ def writer(node: ClusterNode, seed: int, ops: int) -> None:
 
 
 def test_concurrent_sadd_srem_converge(trio: list[ClusterNode]) -> None:
-    threads = [
-        threading.Thread(target=writer, args=(node, seed, 600))
-        for seed, node in enumerate(trio)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    write_concurrently(trio, lambda node, seed: writer(node, seed, 600))
     wait_converged(trio)
     views = []
     for node in trio:

@@ -46,6 +46,5 @@ class ErrorReply(Exception):
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")
-QUEUED = Status(b"QUEUED")
 
 Reply = Any  # bytes | int | None | list | dict | float | Status | Verbatim | NullArray | ErrorReply

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import xxhash
 
 from gossipkv.crdt import context as causal
@@ -302,8 +303,6 @@ class Entry:
 
     def state_digest(self) -> int:
         """A stable 64-bit hash of the whole state, removals included (for anti-entropy)."""
-        import msgpack
-
         return int(xxhash.xxh3_64_intdigest(msgpack.packb(self.encode())))
 
 

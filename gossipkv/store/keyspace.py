@@ -9,7 +9,7 @@ index are all maintained here and nowhere else.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from gossipkv.crdt.hlc import HLC
 from gossipkv.store.buckets import Buckets
@@ -147,10 +147,3 @@ class Keyspace:
             return False
         self.write(key, e.removal())
         return True
-
-    def keys(self) -> Iterator[bytes]:
-        """Live keys, expired ones included until reaped (callers filter with ``lookup``)."""
-        return iter(list(self.live))
-
-    def stamp(self) -> int:
-        return self.clock.now()
