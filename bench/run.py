@@ -304,11 +304,13 @@ def servers(tmp: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         ref.stop()
 
 
-def throughput(tmp: Path, settings: Settings, types: bool, console: Console) -> list[Row]:
+def throughput(
+    tmp: Path, settings: Settings, types: bool, console: Console, strings: bool = True
+) -> list[Row]:
     rows: list[Row] = []
-    with servers(tmp) as (ref, node):
-        missing = {t: refuses(node.port, *PROBES[t]) for t in TESTS}
-        for pipeline in PIPELINES:
+    with servers(tmp) if strings else _no_servers() as (ref, node):
+        missing = {t: refuses(node.port, *PROBES[t]) for t in TESTS} if strings else {}
+        for pipeline in PIPELINES if strings else ():
             for test in TESTS:
                 row = Row(test, pipeline, settings.requests_for(test, pipeline))
                 rows.append(row)
@@ -323,6 +325,12 @@ def throughput(tmp: Path, settings: Settings, types: bool, console: Console) -> 
         for pipeline in PIPELINES:
             rows.extend(type_throughput(tmp, pipeline, settings, console))
     return rows
+
+
+@contextmanager
+def _no_servers() -> Iterator[tuple[Any, Any]]:
+    """No string tests (--only-types): nothing to start."""
+    yield None, None
 
 
 def pair(
@@ -601,8 +609,15 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cluster", action="store_true", help="skip the cluster figures (bench/cluster.py)"
     )
     parser.add_argument("--no-throughput", action="store_true", help="skip redis-benchmark")
+    parser.add_argument(
+        "--only-types", action="store_true",
+        help="only the data-type redis-benchmark tests (no strings, memory or cluster figures)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON results")
     args = parser.parse_args(argv)
+    if args.only_types:
+        args.no_memory = args.no_cluster = True
+        args.no_types = False
     base = QUICK if args.quick else FULL
     settings = Settings(
         base.quick, base.requests, base.type_requests, args.rounds or base.rounds,
@@ -619,7 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="gossipkv-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        rows = [] if args.no_throughput else throughput(tmp, settings, types, console)
+        rows = [] if args.no_throughput else throughput(
+            tmp, settings, types, console, strings=not args.only_types
+        )
         mem = None if args.no_memory else memory(tmp, settings.memory_keys, console)
         elements = (
             per_element(tmp, settings.type_elements, settings.load_limit_s, console)

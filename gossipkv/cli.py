@@ -1,5 +1,6 @@
 """The gossipkv command line: ``serve`` runs a node, ``status`` shows a node's view of its cluster,
-``local-cluster`` runs three nodes on this machine (``make run``)."""
+``sync`` forces an anti-entropy exchange, ``local-cluster`` runs three nodes on this machine
+(``make run``)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,17 @@ def serve(
         str | None, typer.Option(help="Address peers are told to reach this node at.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    chaos: Annotated[
+        bool, typer.Option("--chaos", help="Allow fault injection through the admin /chaos.")
+    ] = False,
+    anti_entropy_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between anti-entropy exchanges (jittered); 0 turns them off."),
+    ] = None,
+    gc_horizon: Annotated[
+        float | None,
+        typer.Option(help="Seconds a dead member holds back tombstone GC before it is expelled."),
+    ] = None,
 ) -> None:
     """Run one node in the foreground until SIGINT or SIGTERM (which announce a leave first)."""
     try:
@@ -122,6 +134,16 @@ def serve(
         cfg.profile = profile
     if advertise_host is not None:
         cfg.advertise_host = advertise_host
+    if chaos:
+        cfg.chaos = True
+    if anti_entropy_interval is not None:
+        if anti_entropy_interval < 0:
+            fail("--anti-entropy-interval must not be negative")
+        cfg.anti_entropy_interval = anti_entropy_interval
+    if gc_horizon is not None:
+        if gc_horizon <= 0:
+            fail("--gc-horizon must be positive")
+        cfg.gc_horizon = gc_horizon
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         fail(f"unknown log level {log_level!r}")
@@ -203,6 +225,83 @@ def status(
         if not console.is_terminal:  # pipes and logs get whole rows, not an 80-column cut
             console = Console(highlight=False, width=160)
         render(doc, console)
+
+
+@app.command()
+def sync(
+    host: Annotated[str, typer.Option(help="Host of the node's client port.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The node's client (RESP) port.")] = 6379,
+    peer: Annotated[
+        str | None, typer.Option(help="Member to exchange with (default: a random live one).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Find and mark differences, repair nothing.")
+    ] = False,
+    password: Annotated[str, typer.Option(help="The node's requirepass, if any.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the exchange.")] = 300.0,
+) -> None:
+    """Run an anti-entropy exchange on a node now (ANTIENTROPY over RESP): progress, then a
+    summary table of keys compared, differences, bytes and time."""
+    from gossipkv.admin.sync import SyncError, render, run
+
+    try:
+        check_port("port", port, allow_zero=False)
+    except ValueError as e:
+        fail(str(e))
+    console = Console(highlight=False, stderr=as_json)
+    try:
+        summary = run(host, port, peer, dry_run, timeout, password, console)
+    except SyncError as e:
+        fail(str(e))
+        return
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        render(summary, Console(highlight=False))
+    if summary.get("error"):
+        raise typer.Exit(1)
+
+
+@app.command("chaos")
+def chaos_cmd(
+    action: Annotated[str, typer.Argument(help="cut, drop, delay, clear or list.")],
+    admin: Annotated[
+        str, typer.Option(help="HOST:PORT of the node's admin endpoint (started --chaos).")
+    ] = "127.0.0.1:8379",
+    peer: Annotated[str, typer.Option(help="Member name, or * for every peer.")] = "*",
+    direction: Annotated[str, typer.Option(help="in, out or both.")] = "both",
+    rate: Annotated[float, typer.Option(help="drop: probability of dropping.")] = 1.0,
+    delay_ms: Annotated[int, typer.Option(help="delay: milliseconds to hold traffic.")] = 0,
+    jitter_ms: Annotated[int, typer.Option(help="delay: +/- this many milliseconds.")] = 0,
+) -> None:
+    """Inject faults on one node's cluster traffic with a peer (clear: remove rules of --peer,
+    all with the default *)."""
+    from gossipkv.admin.chaos import ChaosError, request
+
+    host, _, port = admin.rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--admin {admin!r} is not HOST:PORT")
+    rule: dict[str, object] | None = None
+    if action in ("cut", "drop", "delay"):
+        rule = {"peer": peer, "action": action, "direction": direction}
+        if action == "drop":
+            rule["rate"] = rate
+        if action == "delay":
+            rule.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
+        method = "POST"
+    elif action in ("clear", "list"):
+        method = "DELETE" if action == "clear" else "GET"
+    else:
+        fail(f"unknown chaos action {action!r}: use cut, drop, delay, clear or list")
+        return
+    query = f"?peer={peer}" if action == "clear" and peer != "*" else ""
+    try:
+        doc = request(host, int(port), method, rule, query)
+    except ChaosError as e:
+        fail(str(e))
+        return
+    typer.echo(json.dumps(doc, indent=2))
 
 
 # ``make run``: three regions on one machine, each node's ports offset from the first's.

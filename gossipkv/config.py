@@ -40,6 +40,14 @@ class NodeConfig:
     # Replication backlog bounds: a peer further behind than this gets a snapshot.
     backlog_ops: int = 1_000_000
     backlog_bytes: int = 256 * 2**20
+    # Fault injection (the admin endpoint's /chaos): for chaos testing only, off by default.
+    chaos: bool = False
+    # Seconds between anti-entropy exchanges with a random peer (jittered); 0 turns them off.
+    anti_entropy_interval: float = 10.0
+    # Seconds a dead member keeps holding back tombstone GC; None: the profile's default.
+    gc_horizon: float | None = None
+    # Seconds between GC watermark rounds (frontier gossip and a collection pass).
+    gc_interval: float = 1.0
 
     def resolved_name(self) -> str:
         return self.name or f"{self.host}:{self.port}"
@@ -55,6 +63,11 @@ class NodeConfig:
         derived = client_port + CLUSTER_PORT_OFFSET
         return derived if client_port > 0 and derived <= 65535 else 0
 
+    def resolved_gc_horizon(self) -> float:
+        if self.gc_horizon is not None:
+            return self.gc_horizon
+        return GC_HORIZONS.get(self.profile, GC_HORIZONS["lan"])
+
     def advertised_host(self) -> str:
         if self.advertise_host:
             return self.advertise_host
@@ -62,6 +75,9 @@ class NodeConfig:
 
 
 CLUSTER_PORT_OFFSET = 10000
+# Default GC horizon per membership profile, seconds: how long a member may be away and still
+# come back by merging its state (past it, it must rejoin by snapshot).
+GC_HORIZONS = {"lan": 3600.0, "wan": 6 * 3600.0, "local": 30.0}
 PROFILE_NAMES = tuple(PROFILES)
 
 
@@ -141,6 +157,7 @@ def check_port(what: str, port: int, allow_zero: bool = True) -> None:
         raise ValueError(f"{what} {port} is out of range")
 
 
+_CLUSTER_SECONDS = ("anti_entropy_interval", "gc_horizon", "gc_interval")
 _CLUSTER_INTS = ("cluster_port", "admin_port", "backlog_ops", "backlog_bytes")
 
 
@@ -169,6 +186,16 @@ def _apply_cluster(cfg: NodeConfig, table: dict[str, Any], path: Path) -> None:
             if value not in PROFILE_NAMES:
                 raise ConfigError(f"{where} must be one of {', '.join(PROFILE_NAMES)}")
             cfg.profile = value
+        elif key in _CLUSTER_SECONDS:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where} must be a number of seconds")
+            if value < 0 or (key != "anti_entropy_interval" and value <= 0):
+                raise ConfigError(f"{where} must be positive")
+            setattr(cfg, key, float(value))
+        elif key == "chaos":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false")
+            cfg.chaos = value
         elif key == "advertise_host":
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string")

@@ -19,12 +19,15 @@ from typing import Any
 import gossipkv.commands.all  # noqa: F401  (registers every command)
 from gossipkv import __version__
 from gossipkv.admin.http import AdminServer
+from gossipkv.cluster.antientropy import AntiEntropy
 from gossipkv.cluster.bus import ClusterBus
 from gossipkv.cluster.cluster import Cluster
+from gossipkv.cluster.faults import Addr, Faults
 from gossipkv.cluster.member import Member
 from gossipkv.cluster.membership import Membership
 from gossipkv.cluster.profile import PROFILES
 from gossipkv.cluster.replication import Replication
+from gossipkv.cluster.watermark import Watermark
 from gossipkv.commands.session import Server
 from gossipkv.config import NodeConfig
 from gossipkv.crdt.hlc import HLC
@@ -130,8 +133,12 @@ class Node:
             await self.bus.stop()  # the TCP half may be bound when the UDP half is not
             self.bus = None
             raise ListenError("cluster", cfg.host, cluster_port, e) from e
+        faults = Faults(self._member_at) if cfg.chaos else None
+        if faults is not None:
+            self.bus.install_faults(faults)
+            log.warning("event=chaos_enabled node=%s", self.keyspace.node)
         if cfg.admin_port:
-            admin = AdminServer(cfg.host, cfg.admin_port, self.status)
+            admin = AdminServer(cfg.host, cfg.admin_port, self.status, faults)
             try:
                 await admin.start()
             except OSError as e:
@@ -146,11 +153,28 @@ class Node:
             self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes
         )
         membership = Membership(self.bus, me, PROFILES[cfg.profile])
+        antientropy = AntiEntropy(
+            self.bus, self.keyspace, membership, replication, cfg.anti_entropy_interval
+        )
+        watermark = Watermark(
+            self.bus, self.keyspace, membership, replication, cfg.resolved_gc_horizon(),
+            cfg.gc_interval,
+        )
         self.cluster = Cluster(
-            self.bus, membership, replication, cfg.seeds, lambda: self.server.requirepass
+            self.bus, membership, replication, cfg.seeds, lambda: self.server.requirepass,
+            antientropy, watermark,
         )
         self.server.cluster = self.cluster
         await self.cluster.start()
+
+    def _member_at(self, addr: Addr) -> str | None:
+        """The member name at a cluster address (fault injection's view of a packet's peer)."""
+        if self.cluster is None:
+            return None
+        for m in self.cluster.membership.members.values():
+            if m.cluster_addr == addr:
+                return m.name
+        return None
 
     async def _close_partial(self) -> None:
         """Undo a start that failed half way (the process usually exits right after)."""

@@ -116,10 +116,15 @@ def new_node(
 
 def start_cluster(
     tmp: Path, n: int, profile: str = "local", admin: bool = False, formed_within: float = 30,
+    extra: Iterable[str] = (),
 ) -> list[ClusterNode]:
-    """n nodes seeded with the first, started together; returns once the cluster has formed."""
-    first = new_node(tmp, 0, profile, admin=admin)
-    nodes = [first] + [new_node(tmp, i, profile, [first], admin) for i in range(1, n)]
+    """n nodes seeded with the first, started together; returns once the cluster has formed.
+    ``extra``: more ``serve`` flags for every node (e.g. ``--chaos``)."""
+    extra = list(extra)
+    first = new_node(tmp, 0, profile, admin=admin, extra=extra)
+    nodes = [first] + [
+        new_node(tmp, i, profile, [first], admin, extra=extra) for i in range(1, n)
+    ]
     try:
         for node in nodes:
             node.spawn()

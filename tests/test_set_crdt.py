@@ -147,15 +147,41 @@ def test_value_digest_matches_redis_for_a_known_set() -> None:
 def test_a_scoped_removal_merges_like_a_full_scan(
     members: list[bytes], removed: list[bytes]
 ) -> None:
-    # A local SREM delta names its members so merging skips the scan; from the wire it has
-    # no scope and is merged by scanning. Both must give the same state.
+    # An SREM delta names its members, on the wire too, so merging skips the scan; the same
+    # delta without its scope is merged by scanning. Both must give the same state.
     clock = iter(range(1, 10_000))
     base = ORSet()
     base.merge(base.add(lambda: next(clock), "a", members))
     delta = base.remove([*removed, *members[:2]])
     scoped, scanned = base.copy(), base.copy()
-    scoped.merge(delta)
-    wire = ORSet.decode(delta.encode())
-    assert wire.scope is None
+    wire = _wire(delta)
+    assert wire.scope == frozenset(m for m in removed + members[:2] if m in base)
+    scoped.merge(wire)
+    wire.scope = None
     scanned.merge(wire)
     assert scoped.encode() == scanned.encode()
+    assert scoped.digest() == scanned.digest()
+
+
+def test_spop_picks_draw_every_live_member_once_while_adds_and_removes_interleave() -> None:
+    # The pick pool is kept across merges: members added later join it, removed ones are
+    # skipped, so popping until empty returns each live member exactly once.
+    rnd = random.Random(7)
+    clock = iter(range(1, 10_000))
+    s = ORSet()
+    s.merge(s.add(lambda: next(clock), "a", [b"m%d" % i for i in range(50)]))
+    popped: list[bytes] = []
+    for _ in range(20):
+        m = s.take_random(rnd.random)
+        popped.append(m)
+        s.merge(s.remove([m]))
+    s.merge(s.remove([b"m49", b"m48"]))  # removed behind the pool's back
+    s.merge(s.add(lambda: next(clock), "b", [b"new%d" % i for i in range(10)] + [popped[0]]))
+    live = set(s)
+    drawn = []
+    while len(s):
+        m = s.take_random(rnd.random)
+        assert m in s
+        drawn.append(m)
+        s.merge(s.remove([m]))
+    assert sorted(drawn) == sorted(live)

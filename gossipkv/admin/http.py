@@ -12,19 +12,25 @@ from typing import Any
 
 from aiohttp import web
 
+from gossipkv.admin.chaos import add_routes as add_chaos_routes
+from gossipkv.cluster.faults import Faults
+
 log = logging.getLogger("gossipkv.admin")
 
 StatusSource = Callable[[], dict[str, Any]]
 
 
 class AdminServer:
-    def __init__(self, host: str, port: int, status: StatusSource) -> None:
+    def __init__(
+        self, host: str, port: int, status: StatusSource, faults: Faults | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.status = status
         app = web.Application()
         app.router.add_get("/status", self._status)
         app.router.add_get("/", self._index)
+        add_chaos_routes(app, faults)  # 403 unless the node runs with chaos on
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def start(self) -> None:

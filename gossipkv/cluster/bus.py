@@ -1,7 +1,9 @@
 """The cluster port: one UDP endpoint for gossip and one TCP listener for streams, same number.
 
 Membership, replication and join register handlers by message kind; the bus only moves frames.
-Every packet and stream passes ``allow`` first, the seam where fault injection cuts traffic.
+Every packet and stream passes ``allow`` first, the seam where fault injection cuts traffic;
+with chaos on, ``faults`` also drops and delays packets, names the sender of inbound streams,
+and closes the open streams of a peer a new rule cuts off.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from gossipkv.cluster.faults import Faults, stream_sender
 from gossipkv.cluster.frames import FrameError, pack, read_frame, unpack_body
 
 log = logging.getLogger("gossipkv.cluster")
@@ -67,6 +70,34 @@ class ClusterBus:
         self._streams: set[asyncio.Task[None]] = set()
         self.bytes_out = 0
         self.bytes_in = 0
+        self.faults: Faults | None = None
+        # Open streams (either side) by writer -> the peer's member name, for chaos to close.
+        self._open: dict[asyncio.StreamWriter, str | None] = {}
+
+    def install_faults(self, faults: Faults) -> None:
+        """Turn fault injection on: its rules filter, drop and delay this bus's traffic."""
+        self.faults = faults
+        self.allow = faults.allow
+        faults.listeners.append(self._enforce)
+
+    def _enforce(self) -> None:
+        """Close every open stream with a peer the rules now cut."""
+        faults = self.faults
+        if faults is None:
+            return
+        for writer, name in list(self._open.items()):
+            if writer.is_closing():
+                del self._open[writer]
+            elif faults.is_cut(name):
+                log.info("event=chaos_stream_closed peer=%s", name)
+                writer.close()
+                del self._open[writer]
+
+    def _track(self, writer: asyncio.StreamWriter, name: str | None) -> None:
+        if len(self._open) >= 64:
+            for w in [w for w in self._open if w.is_closing()]:
+                del self._open[w]
+        self._open[writer] = name
 
     def on_packet(self, kind: str, handler: PacketHandler) -> None:
         self._packet_handlers[kind] = handler
@@ -115,8 +146,20 @@ class ClusterBus:
         if len(body) > MAX_PACKET:
             log.warning("event=packet_too_big kind=%s bytes=%d", msg[0], len(body))
             return
+        if self.faults is not None and self.faults.active:
+            hold = self.faults.packet(addr, "out")
+            if hold is None:
+                return
+            if hold > 0:
+                asyncio.get_running_loop().call_later(hold, self._send_later, body, addr)
+                return
         self.bytes_out += len(body)
         self._udp.sendto(body, addr)
+
+    def _send_later(self, body: bytes, addr: Addr) -> None:
+        if self._udp is not None and not self._udp.is_closing():
+            self.bytes_out += len(body)
+            self._udp.sendto(body, addr)
 
     def _packet_in(self, data: bytes, addr: Addr) -> None:
         try:
@@ -128,7 +171,18 @@ class ClusterBus:
         handler = self._packet_handlers.get(msg[0])
         if handler is None or not self.allow(msg[0], addr, "in"):
             return
+        if self.faults is not None and self.faults.active:
+            hold = self.faults.packet(addr, "in")
+            if hold is None:
+                return
+            if hold > 0:
+                asyncio.get_running_loop().call_later(hold, self._deliver_later, handler, msg, addr)
+                return
         handler(msg, addr)
+
+    def _deliver_later(self, handler: PacketHandler, msg: list[Any], addr: Addr) -> None:
+        if self._udp is not None and not self._udp.is_closing():
+            handler(msg, addr)
 
     # -- TCP ----------------------------------------------------------------------------------
 
@@ -136,12 +190,15 @@ class ClusterBus:
         self, addr: Addr, hello: list[Any], timeout: float
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to a peer's cluster port and send the first frame, which names the kind."""
-        if not self.allow(hello[0], addr, "out"):
+        cut = self.faults is not None and self.faults.is_cut(self.faults.name_of(addr))
+        if cut or not self.allow(hello[0], addr, "out"):
             raise ConnectionRefusedError(f"traffic to {addr[0]}:{addr[1]} is cut")
         # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation.
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(addr[0], addr[1], limit=2**20)
         writer.write(pack(hello))
+        if self.faults is not None:
+            self._track(writer, self.faults.name_of(addr))
         return reader, writer
 
     async def _stream_in(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -154,6 +211,11 @@ class ClusterBus:
             handler = self._stream_handlers.get(hello[0])
             if handler is None or not self.allow(hello[0], (peer[0], peer[1]), "in"):
                 return
+            if self.faults is not None:
+                sender = stream_sender(hello)
+                if not self.faults.allow_stream(sender):
+                    return
+                self._track(writer, sender)
             await handler(hello, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, FrameError, ValueError) as e:
             log.debug("event=stream_closed peer=%s error=%r", peer, e)
@@ -161,4 +223,5 @@ class ClusterBus:
             pass
         finally:
             self._streams.discard(task)
+            self._open.pop(writer, None)
             writer.close()

@@ -22,10 +22,12 @@ from typing import Any
 
 import hiredis
 
+from gossipkv.cluster.antientropy import AntiEntropy, AntiEntropyError, Summary
 from gossipkv.cluster.bus import Addr, ClusterBus
 from gossipkv.cluster.member import Member, State
 from gossipkv.cluster.membership import Membership
 from gossipkv.cluster.replication import SNAPSHOT, STREAMING, Replication
+from gossipkv.cluster.watermark import Watermark
 from gossipkv.commands.replies import OK, ErrorReply, Reply
 
 log = logging.getLogger("gossipkv.cluster")
@@ -49,10 +51,17 @@ class Cluster:
         replication: Replication,
         seeds: list[Addr] | None = None,
         password: Callable[[], str] | None = None,
+        antientropy: AntiEntropy | None = None,
+        watermark: Watermark | None = None,
     ) -> None:
         self.bus = bus
         self.membership = membership
         self.replication = replication
+        self.antientropy = antientropy
+        self.watermark = watermark
+        if antientropy is not None and watermark is not None:
+            antientropy.refuse = watermark.refused
+            antientropy.on_expelled = watermark.expelled_by
         self.seeds = list(seeds or [])
         # This node's requirepass, sent as AUTH to a MEET target: one cluster, one password.
         self.password: Callable[[], str] = password or _no_password
@@ -70,6 +79,10 @@ class Cluster:
         """Start order: the bus (bound by the caller), replication, membership, then the seeds."""
         await self.replication.start()
         await self.membership.start()
+        if self.watermark is not None:
+            await self.watermark.start()
+        if self.antientropy is not None:
+            await self.antientropy.start()
         seeds = [s for s in self.seeds if not self._is_me(s)]
         if seeds:
             self._seeding = asyncio.create_task(self._join_seeds(seeds), name="cluster-seeds")
@@ -81,6 +94,10 @@ class Cluster:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.antientropy is not None:
+            await self.antientropy.stop()
+        if self.watermark is not None:
+            await self.watermark.stop()
         await self._flush()
         await self.membership.leave(LEAVE_TIMEOUT)
         await self.membership.stop()
@@ -232,6 +249,24 @@ class Cluster:
     def wait(self, numreplicas: int, timeout_ms: int) -> asyncio.Future[Reply] | int:
         return self.replication.wait(numreplicas, timeout_ms)
 
+    def antientropy_now(self, peer: str | None, repair: bool) -> asyncio.Future[Reply]:
+        """ANTIENTROPY: run an exchange now; the reply is its summary as a map."""
+        task = asyncio.get_running_loop().create_task(
+            self._antientropy_now(peer, repair), name="anti-entropy-forced"
+        )
+        self._meets.add(task)
+        task.add_done_callback(self._meets.discard)
+        return task
+
+    async def _antientropy_now(self, peer: str | None, repair: bool) -> Reply:
+        if self.antientropy is None:
+            return ErrorReply("ERR anti-entropy is not running on this node")
+        try:
+            summary = await self.antientropy.exchange(peer, repair)
+        except AntiEntropyError as e:
+            return ErrorReply(f"ERR ANTIENTROPY: {e}")
+        return _summary_reply(summary)
+
     def info_replication(self) -> list[tuple[str, str]]:
         peers = self.replication.peers()
         lines = [
@@ -250,6 +285,10 @@ class Cluster:
                 f"lag_ops={p['lag_ops']},lag_ms={p['lag_ms']:.3f},acked_seq={p['acked_seq']},"
                 f"applied_seq={p['applied_seq']}",
             ))
+        if self.antientropy is not None:
+            lines.extend(self.antientropy.info())
+        if self.watermark is not None:
+            lines.extend(self.watermark.info())
         return lines
 
     # -- status for people ------------------------------------------------------------------------
@@ -267,7 +306,29 @@ class Cluster:
                 "seq": self.replication.seq,
                 "peers": self.replication.peers(),
             },
+            "antientropy": None if self.antientropy is None else self.antientropy.status(),
+            "gc": None if self.watermark is None else self.watermark.status(),
         }
+
+
+def _summary_reply(s: Summary) -> Reply:
+    return {
+        "peer": s.peer.encode(),
+        "mode": s.mode.encode(),
+        "in_sync": int(s.in_sync),
+        "levels_walked": s.levels_walked,
+        "leaves_differing": s.leaves_differing,
+        "keys_compared": s.keys_compared,
+        "candidates": s.candidates,
+        "differences": s.differences,
+        "repaired_here": s.repaired_here,
+        "repaired_there": s.repaired_there,
+        "round_trips": s.round_trips,
+        "bytes_sent": s.bytes_sent,
+        "bytes_received": s.bytes_received,
+        "ms": round(s.ms, 3),
+        "error": s.error.encode(),
+    }
 
 
 def _no_password() -> str:

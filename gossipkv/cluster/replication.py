@@ -96,6 +96,7 @@ class PeerLink:
     __slots__ = (
         "acked",
         "addr",
+        "contiguous",
         "name",
         "received_bytes",
         "sent_bytes",
@@ -112,6 +113,9 @@ class PeerLink:
         self.addr = addr
         self.state = DOWN
         self.acked = -1  # the peer's cursor for this run; -1 until it has synced
+        # The peer's cursor below its first unhealed gap (operations lost in flight): the GC
+        # watermark trusts only this (cluster/watermark.py).
+        self.contiguous = -1
         self.sent_bytes = 0
         self.received_bytes = 0
         self.sent_ops = 0
@@ -201,6 +205,11 @@ class Replication:
         self._applied: dict[str, int] = {}
         self._feeding: dict[str, asyncio.StreamWriter] = {}
         self._waiters: list[_Waiter] = []
+        # Per origin run: the first operation skipped as lost and not healed since (by a
+        # snapshot or an anti-entropy exchange found in sync); acks report the cursor below it.
+        self.gaps: dict[str, int] = {}
+        # (peer, run) -> drop its snapshot frames: it was away past the GC horizon.
+        self.refuse_snapshot: Callable[[str, str], bool] = _accept
         bus.on_stream(HELLO, self._serve)
 
     @property
@@ -303,6 +312,7 @@ class Replication:
     ) -> None:
         """One connection: the sender and the ack reader, until either ends."""
         link.acked = resume
+        link.contiguous = min(link.contiguous, resume)  # a restarted peer starts from nothing
         link.up = True
         log.info(
             "event=link_up peer=%s addr=%s:%d resume=%d seq=%d",
@@ -346,6 +356,18 @@ class Replication:
             if not self.bus.allow(HELLO, link.addr, "out"):  # chaos also cuts open streams
                 raise ConnectionResetError("traffic to the peer is cut")
             items = outbox.read(nxt, OPS_PER_FRAME, BYTES_PER_FRAME)
+            faults = self.bus.faults
+            if faults is not None and faults.active:
+                # Chaos: a dropped frame is lost in flight, so the peer is told to skip it
+                # (only anti-entropy brings it back); a delayed one holds the link.
+                hold = faults.frame(link.name, "out")
+                if hold is None:
+                    writer.write(pack(["lost", nxt, nxt + len(items) - 1]))
+                    nxt += len(items)
+                    await writer.drain()
+                    continue
+                if hold > 0:
+                    await asyncio.sleep(hold)
             frame = _array_frame(_OPS_HEAD, items)
             writer.write(frame)
             link.sent_bytes += len(frame)
@@ -416,6 +438,7 @@ class Replication:
             link.received_bytes += size
             if msg[0] != "ack" or not isinstance(msg[1], int):
                 raise FrameError(f"expected ack, got {msg[0]!r}")
+            link.contiguous = int(msg[2]) if len(msg) > 2 else msg[1]
             if msg[1] > link.acked:
                 link.acked = msg[1]
                 if self._waiters:
@@ -466,25 +489,44 @@ class Replication:
     ) -> None:
         merge = self.keyspace.merge
         decode = Entry.decode
-        acks = _AckPacer(lambda: self._reply(stats, writer, ["ack", self._applied[run_id]]))
+        acks = _AckPacer(lambda: self._reply(stats, writer, self._ack(run_id)))
         snapshot_keys = 0
+        refused = False  # snapshot frames of this stream were dropped (GC horizon)
         try:
             while True:
                 msg, size = await _read(reader)
                 stats.received_bytes += size
                 kind = msg[0]
                 if kind == "ops":
+                    faults = self.bus.faults
+                    if faults is not None and faults.active and msg[1]:
+                        hold = faults.frame(peer, "in")
+                        if hold is None:  # chaos: the frame is lost, as if never sent
+                            self._skip(run_id, msg[1][0][0], msg[1][-1][0])
+                            acks.ack()
+                            continue
+                        if hold > 0:
+                            await asyncio.sleep(hold)
                     stats.ops += len(msg[1])
                     self._apply_ops(run_id, msg[1])
                     acks.ack()
+                elif kind == "lost":  # chaos on the sender dropped these operations
+                    self._skip(run_id, int(msg[1]), int(msg[2]))
+                    acks.ack()
                 elif kind == "snap":
-                    for key, enc in msg[1]:
-                        merge(key, decode(enc))
+                    if self.refuse_snapshot(peer, run_id):
+                        refused = True
+                    else:
+                        for key, enc in msg[1]:
+                            merge(key, decode(enc))
                     snapshot_keys += len(msg[1])
                 elif kind == "snap-end":
                     applied = max(self._applied.get(run_id, -1), int(msg[1]))
                     self._applied[run_id] = applied
                     stats.snapshots += 1
+                    if not refused:
+                        self.healed(run_id, applied)
+                    refused = False
                     log.info(
                         "event=snapshot_received peer=%s keys=%d seq=%d",
                         peer, snapshot_keys, applied,
@@ -523,6 +565,38 @@ class Replication:
         finally:
             self._applied[run_id] = applied
         return applied
+
+    def _skip(self, run_id: str, first: int, last: int) -> None:
+        """Move the cursor past operations chaos dropped, without merging them."""
+        applied = self._applied.get(run_id, -1)
+        if applied < 0 or first > applied + 1:
+            raise FrameError(f"gap: lost operations {first}..{last} after {applied}")
+        self._applied[run_id] = max(applied, last)
+        self.gaps.setdefault(run_id, first)
+
+    def _ack(self, run_id: str) -> list[Any]:
+        applied = self._applied[run_id]
+        gap = self.gaps.get(run_id)
+        # The contiguous cursor goes along only while a gap is open: ["ack", applied, below].
+        return ["ack", applied] if gap is None else ["ack", applied, gap - 1]
+
+    def healed(self, run_id: str, upto: int) -> None:
+        """Operations up to ``upto`` of that run are all merged now (a snapshot, or an
+        anti-entropy exchange that ended in sync): forget a gap at or below it."""
+        gap = self.gaps.get(run_id)
+        if gap is not None and gap <= upto:
+            del self.gaps[run_id]
+            writer = self._feeding.get(run_id)
+            stats = next((x for x in self.inbound.values() if x.run_id == run_id), None)
+            if writer is not None and stats is not None and run_id in self._applied:
+                self._reply(stats, writer, self._ack(run_id))  # the sender learns at once
+
+    def inbound_cursor(self, peer: str) -> tuple[str, int]:
+        """(run id, applied) of the stream ``peer`` feeds us; ("", -1) when none."""
+        stats = self.inbound.get(peer)
+        if stats is None:
+            return "", -1
+        return stats.run_id, self._applied.get(stats.run_id, -1)
 
     @staticmethod
     def _reply(stats: Inbound, writer: asyncio.StreamWriter, msg: list[Any]) -> None:
@@ -634,3 +708,7 @@ class Replication:
                 row.update(inbound="down", applied_seq=-1, received_ops=0, snapshots_received=0)
             rows.append(row)
         return rows
+
+
+def _accept(peer: str, run_id: str) -> bool:
+    return False

@@ -1,4 +1,4 @@
-"""Cluster commands: MEET, FORGET, MEMBERS, WAIT.
+"""Cluster commands: MEET, FORGET, MEMBERS, WAIT, ANTIENTROPY.
 
 They reach the cluster only through ``Server.cluster`` (gossipkv.commands.control), so this
 module never imports cluster/. A node always runs its cluster bus; ``Server.cluster`` is None only
@@ -10,6 +10,10 @@ MEMBERS replies with one map per member (a flat field/value array in RESP2), thi
 name, region, host, client_port, cluster_port, admin_port, state (alive, suspect, dead, left),
 incarnation, lag_ops and lag_ms (how far the member is behind this node's writes), and link (the
 replication link to it: connecting, snapshot, streaming, down; "self" for this node).
+
+ANTIENTROPY [PEER name] [DRYRUN] runs an exchange now and replies with its summary as a map:
+peer, mode, in_sync, levels_walked, leaves_differing, keys_compared, candidates, differences,
+repaired_here, repaired_there, round_trips, bytes_sent, bytes_received, ms, error.
 """
 
 from __future__ import annotations
@@ -72,6 +76,31 @@ def members(s: Session, argv: list[bytes]) -> Reply:
     cluster = s.server.cluster
     rows = cluster.members() if cluster is not None else [_lone_row(s.server)]
     return [dict(row) for row in rows]
+
+
+@command(
+    "antientropy", -1, "admin noscript", group="cluster", since="0.1.0",
+    summary="Runs a Merkle anti-entropy exchange now with a peer (random when not named) and "
+    "replies with its figures; DRYRUN finds and marks differences without repairing them",
+)
+def antientropy(s: Session, argv: list[bytes]) -> Reply:
+    peer: str | None = None
+    repair = True
+    i = 1
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"peer" and i + 1 < len(argv):
+            peer = errors.text(argv[i + 1])
+            i += 2
+        elif opt == b"dryrun":
+            repair = False
+            i += 1
+        else:
+            raise ErrorReply(errors.SYNTAX)
+    cluster = s.server.cluster
+    if cluster is None:
+        raise ErrorReply(NO_CLUSTER)
+    return cluster.antientropy_now(peer, repair)
 
 
 def _lone_row(srv: Server) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class ClusterControl(Protocol):
         """WAIT: how many peers acknowledged every write made so far."""
         ...
 
+    def antientropy_now(self, peer: str | None, repair: bool) -> asyncio.Future[Reply]:
+        """Run an anti-entropy exchange now (ANTIENTROPY); the reply is its summary."""
+        ...
+
     def info_replication(self) -> list[tuple[str, str]]:
         """The ``# Replication`` section of INFO, as (field, value) lines."""
         ...

@@ -141,7 +141,7 @@ def hincrby(s: Session, argv: list[bytes]) -> Reply:
     if total > INT64_MAX or total < INT64_MIN:
         raise ErrorReply(errors.OVERFLOW)
     base = _counting_state(s, key, m)
-    write_coll(s, key, base.increment(s.server.keyspace.clock.now(), s.server.keyspace.node,
+    write_coll(s, key, base.increment(s.server.keyspace.clock.now(), s.server.keyspace.actor,
                                       name, by), creating)
     return total
 
@@ -174,7 +174,7 @@ def hincrbyfloat(s: Session, argv: list[bytes]) -> Reply:
     step = subtract(Decimal(reply.decode()), exact)
     ks = s.server.keyspace
     base = _counting_state(s, key, m)
-    write_coll(s, key, base.increment(ks.clock.now(), ks.node, name, step), creating)
+    write_coll(s, key, base.increment(ks.clock.now(), ks.actor, name, step), creating)
     return reply
 
 

@@ -279,14 +279,14 @@ def _rename(s: Session, argv: list[bytes], nx: bool) -> Reply:
         ks.write(dst_key, assign(ks.clock.now(), ks.node, value, dst, deadline=deadline or None))
     else:
         if dst is not None:
-            ks.write(dst_key, dst.removal())
+            ks.remove(dst_key, dst)
         # Fresh dots at the target: the source's own dots may be covered by a context the
         # target key already holds (a key renamed away and back).
         restamp = getattr(coll, "restamp", None)
         moved = restamp(ks.clock.now, ks.node) if restamp is not None else coll.copy()
         exp = (ks.clock.now(), ks.node, deadline) if deadline else None
         ks.write(dst_key, Entry(exp=exp, coll=moved))
-    ks.write(src_key, src.removal())
+    ks.remove(src_key, src)
     return 1 if nx else OK
 
 
@@ -364,7 +364,7 @@ def _expire(s: Session, argv: list[bytes], name: str, relative: bool, unit_ms: i
         if flags & EXPIRE_LT and current != -1 and when >= current:
             return 0
     if when <= now:
-        ks.write(key, e.removal())
+        ks.remove(key, e)
     else:
         ks.write(key, expire(ks.clock.now(), ks.node, when))
     return 1

@@ -520,6 +520,20 @@ def _info_keyspace(srv: Server) -> InfoLines:
     return [("db0", f"keys={keys},expires={len(ks.expiry)},avg_ttl=0")]
 
 
+def _info_gc(srv: Server) -> InfoLines:
+    """gossipkv's own: tombstones kept and collected (store/gc.py), the anti-entropy tree."""
+    ks = srv.keyspace
+    gc = ks.gc
+    return [
+        ("tombstones", len(ks.tombstones)),
+        ("tombstones_collected", gc.tombstones_collected),
+        ("elements_collected", gc.elements_collected),
+        ("gc_passes", gc.passes),
+        ("merkle_root", ks.merkle.root()),
+        ("suspect_leaves", len(ks.suspect)),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class InfoSection:
     name: str
@@ -529,6 +543,7 @@ class InfoSection:
 
 
 # Redis 7.0's sections, in its order; "default" leaves out commandstats and latencystats.
+# Gc, gossipkv's own, comes last so that Redis's sections read exactly as Redis writes them.
 SECTIONS = (
     InfoSection("server", "Server", _info_server),
     InfoSection("clients", "Clients", _info_clients),
@@ -543,6 +558,7 @@ SECTIONS = (
     InfoSection("latencystats", "Latencystats", _info_none, default=False),
     InfoSection("cluster", "Cluster", _info_cluster),
     InfoSection("keyspace", "Keyspace", _info_keyspace),
+    InfoSection("gc", "Gc", _info_gc),
 )
 
 
@@ -826,7 +842,7 @@ def flush(s: Session, argv: list[bytes]) -> Reply:
         raise ErrorReply(errors.SYNTAX)
     ks = s.server.keyspace
     for key, entry in list(ks.live.items()):
-        ks.write(key, entry.removal())
+        ks.remove(key, entry)
     return OK
 
 
@@ -860,6 +876,8 @@ _DEBUG_HELP = [
     "    Output a hex signature of the values of all the specified keys.",
     "SLEEP <seconds>",
     "    Stop the server for <seconds>. Decimals allowed.",
+    "STAMP <key>",
+    "    (gossipkv) The string register of <key>: value, HLC timestamp, writer node.",
 ]
 _STRTOD = re.compile(rb"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)")
 
@@ -889,6 +907,13 @@ def debug(s: Session, argv: list[bytes]) -> Reply:
             d = digest.value_digest(e, e.deadline()) if e is not None else 0
             out.append(Status(digest.hex_digest(d).encode()))
         return out
+    if sub == b"stamp" and n == 3:
+        # The (HLC, node) stamp that last-writer-wins orders SETs by, so that a checker can
+        # tell which of several concurrent writes must win everywhere.
+        e = ks.lookup(argv[2])
+        if e is None or e.value is None or e.visible_coll() is not None:
+            return None
+        return [e.value, e.ts, e.node.encode()]
     if sub == b"sleep" and n == 3:
         # Blocks the event loop on purpose, as Redis blocks its own: stalls can be tested.
         seconds = strtod(argv[2])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from gossipkv.commands import errors
-from gossipkv.commands.access import lookup_coll, lookup_read, write_coll
+from gossipkv.commands.access import lookup_coll, lookup_read, scan_page, write_coll
 from gossipkv.commands.keys import c_string, parse_cursor, scan_options
 from gossipkv.commands.replies import ErrorReply, Reply, RespSet
 from gossipkv.commands.session import Session
@@ -32,8 +32,8 @@ def _store(s: Session, key: bytes, members: list[bytes]) -> int:
     """Replace ``key`` (of any type) with a set of ``members``; an empty result deletes it."""
     ks = s.server.keyspace
     old = ks.lookup(key)
-    if old is not None:
-        ks.write(key, old.removal())
+    if old is not None:  # an empty result deletes the key: that removal is dated (GC)
+        ks.write(key, old.removal(None if members else (ks.clock.now(), ks.node)))
     if members:
         write_coll(s, key, _EMPTY.add(ks.clock.now, ks.node, members), creating=True)
     return len(members)
@@ -129,7 +129,7 @@ def spop(s: Session, argv: list[bytes]) -> Reply:
     if cur is None:
         return None if count is None else RespSet()
     if count is None:
-        popped = [cur.random_member(random.randrange)]
+        popped = [cur.take_random(random.random)]
     elif count == 0:
         return RespSet()
     else:
@@ -305,14 +305,23 @@ def sdiffstore(s: Session, argv: list[bytes]) -> Reply:
     "@read @set @slow", key_flags="RO access", tips="nondeterministic_output",
 )
 def sscan(s: Session, argv: list[bytes]) -> Reply:
-    """One step returns every member and cursor 0, as Redis does for small encodings."""
-    parse_cursor(argv[2])
+    """A small set comes whole with cursor 0, as Redis returns a small encoding; a large one
+    (more than 128 members) in pages of about COUNT members (``scan_page``)."""
+    cursor = parse_cursor(argv[2])
     cur = lookup_coll(s, argv[1], ORSet)
     if cur is None:
         return [b"0", []]
-    pattern = scan_options(argv, 3).pattern
-    members = list(cur.members)
+    options = scan_options(argv, 3)
+    pattern = options.pattern
+    next_cursor = 0
+    if len(cur) <= _SMALL_SET:
+        members = list(cur.members)
+    else:
+        next_cursor, members = scan_page(cursor, options.hint or 10, cur.members)
     if pattern is not None:
         match = compile_glob(pattern)
         members = [m for m in members if match(m)]
-    return [b"0", members]
+    return [b"%d" % next_cursor, members]
+
+
+_SMALL_SET = 128  # returned whole by SSCAN

@@ -410,7 +410,7 @@ def getdel(s: Session, argv: list[bytes]) -> Reply:
     if e is None:
         return None
     value = _string(e)
-    ks.write(argv[1], e.removal())
+    ks.remove(argv[1], e)
     return value
 
 
@@ -429,7 +429,7 @@ def getex(s: Session, argv: list[bytes]) -> Reply:
     if expiry is not None:
         deadline = _deadline(ks, "getex", flags, expiry)
         if not flags & _RELATIVE and deadline <= ks.now_ms():
-            ks.write(key, e.removal())  # an absolute deadline already past deletes the key
+            ks.remove(key, e)  # an absolute deadline already past deletes the key
         else:
             ks.write(key, expire(ks.clock.now(), ks.node, deadline))
     elif flags & _PERSIST and e.deadline():
@@ -455,7 +455,7 @@ def _incr_by(ks: Keyspace, key: bytes, by: int) -> int:
     total = current + by
     if total > INT64_MAX or total < INT64_MIN:
         raise ErrorReply(errors.OVERFLOW)
-    ks.write(key, increment(ks.clock.now(), ks.node, by, state))
+    ks.write(key, increment(ks.clock.now(), ks.actor, by, state))
     return total
 
 
@@ -533,5 +533,5 @@ def incrbyfloat(s: Session, argv: list[bytes]) -> Reply:
         raise ErrorReply(errors.NAN_OR_INF)
     reply = format_long_double(total)
     state = e if e is not None else ks.tombstones.get(key)
-    ks.write(key, increment_to(ks.clock.now(), ks.node, Decimal(reply.decode()), state))
+    ks.write(key, increment_to(ks.clock.now(), ks.actor, Decimal(reply.decode()), state))
     return reply

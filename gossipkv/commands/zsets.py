@@ -14,7 +14,13 @@ import re
 from collections.abc import Callable, Iterable
 
 from gossipkv.commands import errors
-from gossipkv.commands.access import delete_key, lookup_coll, lookup_read, write_coll
+from gossipkv.commands.access import (
+    delete_key,
+    lookup_coll,
+    lookup_read,
+    scan_page,
+    write_coll,
+)
 from gossipkv.commands.keys import c_string, parse_cursor, scan_options
 from gossipkv.commands.replies import ErrorReply, Reply
 from gossipkv.commands.session import Session
@@ -126,6 +132,9 @@ class ScoreRange:
         return start, max(start, stop)
 
 
+_LISTPACK_ENTRIES = 128  # redis.conf zset-max-listpack-entries
+
+
 class LexRange:
     __slots__ = ("max", "maxex", "maxinf", "min", "minex", "mininf")
 
@@ -141,11 +150,33 @@ class LexRange:
         assert self.min is not None and self.max is not None
         return self.min > self.max or (self.min == self.max and (self.minex or self.maxex))
 
+    def gte_min(self, member: bytes) -> bool:
+        return self.min is None or member > self.min or (member == self.min and not self.minex)
+
+    def lte_max(self, member: bytes) -> bool:
+        return self.max is None or member < self.max or (member == self.max and not self.maxex)
+
     def span(self, z: ZSet) -> tuple[int, int]:
-        if self.empty():
+        """Redis's lex range, which assumes equal scores: where they differ, its answer depends
+        on the walk, so this walks as Redis does for a small (listpack) set: no match unless
+        the first member is <= max and the last >= min, then from the first member >= min for
+        as long as members are <= max."""
+        n = len(z)
+        if self.empty() or not n:
             return 0, 0
+        members = z.members_by_rank
+        if not self.lte_max(members(0)) or not self.gte_min(members(n - 1)):
+            return 0, 0
+        if n <= _LISTPACK_ENTRIES:
+            start = 0
+            while start < n and not self.gte_min(members(start)):
+                start += 1
+            stop = start
+            while stop < n and self.lte_max(members(stop)):
+                stop += 1
+            return start, stop
         start = 0 if self.min is None else z.bisect_lex(self.min, self.minex)
-        stop = len(z) if self.max is None else z.bisect_lex(self.max, not self.maxex)
+        stop = n if self.max is None else z.bisect_lex(self.max, not self.maxex)
         return start, max(start, stop)
 
 
@@ -862,18 +893,26 @@ def zdiffstore(s: Session, argv: list[bytes]) -> Reply:
     "@read @sortedset @slow", tips="nondeterministic_output",
 )
 def zscan(s: Session, argv: list[bytes]) -> Reply:
-    """One step returns everything with cursor 0, as Redis does for small (listpack) zsets."""
-    parse_cursor(argv[2])
-    pattern = scan_options(argv, 3).pattern
+    """A small zset (a listpack in Redis: up to 128 members of up to 64 bytes) comes whole, in
+    rank order, with cursor 0; a large one in pages of about COUNT members (``scan_page``)."""
+    cursor = parse_cursor(argv[2])
+    options = scan_options(argv, 3)
+    pattern = options.pattern
     z = _lookup(s, argv[1], True)
     out: list[bytes] = []
+    next_cursor = 0
     if z is not None:
         match = compile_glob(pattern) if pattern is not None else None
-        for score, m in z.items():
+        if len(z) <= 128 and all(len(m) <= 64 for m in z.members):
+            entries = [(m, score) for score, m in z.items()]
+        else:
+            next_cursor, page = scan_page(cursor, options.hint or 10, z.members)
+            entries = [(m, score) for m in page if (score := z.score(m)) is not None]
+        for m, score in entries:
             if match is None or match(m):
                 out.append(m)
                 out.append(_score_text(score))
-    return [b"0", out]
+    return [b"%d" % next_cursor, out]
 
 
 def _score_text(score: float) -> bytes:

@@ -6,6 +6,7 @@ it in its ``coll`` slot. The registry lets Entry.decode rebuild a collection fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, Self
 
 
@@ -32,6 +33,26 @@ class Collection(Protocol):
 
     @classmethod
     def decode(cls, data: list[Any]) -> Self: ...
+
+    def settle(self) -> None:
+        """This object, built as a delta, is now a key's state: drop delta-only hints (a
+        scope), so that it encodes as the same state reached by merging would."""
+
+    def digest(self) -> int:
+        """A stable 64-bit hash of the whole CRDT state (everything merge looks at, removal
+        metadata included; no local caches or delta hints): equal states hash equal whatever
+        the order of merges. Kept up to date per change, so it is O(1) after a write."""
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC. ``stable[node] = ts``: every write of ``node`` stamped up to
+        ts has reached every replica. Drops removal metadata no delivery can need any more
+        and returns how many items went; merging anything every replica had seen changes
+        nothing visible afterwards, and replicas that saw the same writes and collect with
+        the same ``stable`` keep equal digests."""
+
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every stamp in this state is covered by ``stable`` (a removed key holding it may
+        be forgotten)."""
 
     def value_digest(self) -> bytes:
         """20 bytes, Redis's DEBUG DIGEST-VALUE of the visible value (debug.c

@@ -1,14 +1,16 @@
 """The string counter with observed reset (DESIGN.md's INCR rule).
 
-Each node keeps one running total of its own increments, versioned by the HLC timestamp of its
-latest increment; totals merge by newest version. A reset (SET, DEL, any rewrite of the value)
-records the totals it observed as the ``floor``; floors merge by newest version too. The
+Each actor (a node's process start: ``name#start``) keeps one running total of its own
+increments, versioned by the HLC timestamp of its latest increment; totals merge by newest
+version. A reset (SET, DEL, any rewrite of the value) records the totals it observed as the
+``floor``; floors merge by newest version too. The
 counter's contribution is the sum over nodes of (total - floor): increments no reset observed.
 So concurrent increments all count, and an increment concurrent with a SET lands on top of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -60,12 +62,26 @@ class Counter:
         """The delta of a reset that observed every increment seen so far."""
         return Counter(floor=dict(self.totals))
 
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every version here is stamped at or below ``stable`` of its node."""
+        for d in (self.totals, self.floor):
+            for actor, (ts, _) in d.items():
+                if ts > stable.get(node_of(actor), -1):
+                    return False
+        return True
+
     def encode(self) -> list[Any]:
         return [_encode_versions(self.totals), _encode_versions(self.floor)]
 
     @classmethod
     def decode(cls, data: list[Any]) -> Counter:
         return cls(_decode_versions(data[0]), _decode_versions(data[1]))
+
+
+def node_of(actor: str) -> str:
+    """The member name of a counter actor ("name#start"): stability is known per member."""
+    name, sep, _ = actor.rpartition("#")
+    return name if sep else actor
 
 
 def _join(into: dict[str, Version], other: dict[str, Version]) -> None:

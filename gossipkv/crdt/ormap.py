@@ -22,10 +22,13 @@ as a key's state keeps its own until its first merge).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from gossipkv.crdt.causal import DotContext
+import msgpack
+
+from gossipkv.crdt.causal import DotContext, combine, dot_bytes, hash_bytes, node_seeds
 from gossipkv.crdt.collection import register
 from gossipkv.crdt.counter import Counter
 from gossipkv.crdt.numeric import (
@@ -41,6 +44,8 @@ from gossipkv.crdt.numeric import (
 Reg = tuple[int, str, bytes]
 
 _TYPE_HASH = (4).to_bytes(4, "big")  # Redis's OBJ_HASH, as debug.c mixes it in
+_KIND_SEED = 4
+_QI = struct.Struct(">QI").pack
 
 
 class Field:
@@ -75,6 +80,21 @@ def _pack(regs: list[Reg], counter: Counter | None) -> FieldState | None:
     return Field(regs, counter)
 
 
+def _field_hash(name: bytes, fs: FieldState) -> int:
+    """The hash of one field's state: its name, its writes, its counter."""
+    if fs.__class__ is tuple:  # one write: ts and name length packed, its node as the seed
+        r: Reg = fs
+        return hash_bytes(_QI(r[0], len(name)) + name + r[2], node_seeds(r[1])[0])
+    head = b"%d:" % len(name) + name
+    f: Field = fs  # type: ignore[assignment]
+    parts = [head]
+    for r in sorted(f.regs):
+        parts.append(dot_bytes(r[0], r[1]) + b"%d:" % len(r[2]) + r[2])
+    if f.counter is not None:
+        parts.append(msgpack.packb(f.counter.encode()))
+    return hash_bytes(b"|".join(parts))
+
+
 def _number(value: bytes | None) -> Number | None:
     if value is None:
         return 0
@@ -86,7 +106,7 @@ class ORMap:
     """field -> FieldState, the causal context of the whole hash, and a delta's scope."""
 
     KIND: ClassVar[str] = "hash"
-    __slots__ = ("ctx", "fields", "scope")
+    __slots__ = ("_h", "ctx", "fields", "scope")
 
     def __init__(
         self,
@@ -97,6 +117,8 @@ class ORMap:
         self.fields: dict[bytes, FieldState] = fields if fields is not None else {}
         self.ctx = ctx if ctx is not None else DotContext()
         self.scope = scope
+        # XOR of the fields' hashes, once first asked for; then kept up to date by merge.
+        self._h: int | None = None
 
     # -- the join -------------------------------------------------------------------------------
 
@@ -108,7 +130,13 @@ class ORMap:
             else:
                 c = fs.counter
                 fields[name] = Field(list(fs.regs), c.copy() if c is not None else None)
-        return ORMap(fields, self.ctx.copy(), self.scope)
+        out = ORMap(fields, self.ctx.copy(), self.scope)
+        out._h = self._h
+        return out
+
+    def settle(self) -> None:
+        """A delta became a key's state: drop its scope hint."""
+        self.scope = None
 
     def merge(self, other: ORMap) -> None:
         """ORSWOT's join per field: a write stays if both sides hold it, or if the side that
@@ -117,17 +145,24 @@ class ORMap:
         ctx = self.ctx
         octx = other.ctx
         ofields = other.fields
+        h = self._h
         for name, ofs in ofields.items():
             fs = mine.get(name)
+            if fs is not None and fs.__class__ is tuple and fs == ofs:
+                continue  # the same write on both sides
+            if h is not None and fs is not None:
+                h ^= _field_hash(name, fs)  # before _join_field may change its counter
+            packed: FieldState | None
             if fs is None:
-                kept = [r for r in _regs(ofs) if not ctx.contains((r[0], r[1]))]
-                oc = _counter(ofs)
-                packed = _pack(kept, oc.copy() if oc is not None else None)
+                if isinstance(ofs, tuple):  # a new field's one write: the common case
+                    packed = None if ctx.contains((ofs[0], ofs[1])) else ofs
+                else:
+                    kept = [r for r in ofs.regs if not ctx.contains((r[0], r[1]))]
+                    oc = ofs.counter
+                    packed = _pack(kept, oc.copy() if oc is not None else None)
             elif fs.__class__ is tuple and ofs.__class__ is tuple:
                 # The common overwrite: one write each side (a dot names one write, so
                 # different writes have different dots).
-                if fs == ofs:
-                    continue
                 keep = not octx.contains((fs[0], fs[1]))
                 okeep = not ctx.contains((ofs[0], ofs[1]))
                 if keep and okeep:
@@ -143,6 +178,8 @@ class ORMap:
                 mine.pop(name, None)
             else:
                 mine[name] = packed
+                if h is not None:
+                    h ^= _field_hash(name, packed)
         unnamed = mine if other.scope is None else other.scope
         for name in [n for n in unnamed if n not in ofields and n in mine]:
             fs = mine[name]
@@ -150,10 +187,15 @@ class ORMap:
             kept = [r for r in regs if not octx.contains((r[0], r[1]))]
             if len(kept) != len(regs):
                 packed = _pack(kept, _counter(fs))
+                if h is not None:
+                    h ^= _field_hash(name, fs)
                 if packed is None:
                     del mine[name]
                 else:
                     mine[name] = packed
+                    if h is not None:
+                        h ^= _field_hash(name, packed)
+        self._h = h
         ctx.join(octx)
         self.scope = None  # what was merged into is a state now, no longer one write's delta
 
@@ -216,7 +258,6 @@ class ORMap:
         fields = self.fields
         for name, value in values.items():
             reg = (tick(), node, value)
-            cloud.add((reg[0], node))
             fs = fields.get(name)
             if fs is None:
                 dfields[name] = reg
@@ -271,11 +312,17 @@ class ORMap:
         return delta
 
     def max_ts(self) -> int:
-        """Every write's dot is in the context, so this only grows with merges."""
+        """The context holds the dots of removed writes, the fields those of live ones, so
+        this only grows with merges. O(fields): the keyspace asks it of deltas."""
         m = self.ctx.max_ts()
         for fs in self.fields.values():
             if isinstance(fs, tuple):
+                if fs[0] > m:
+                    m = fs[0]
                 continue
+            for r in fs.regs:
+                if r[0] > m:
+                    m = r[0]
             if fs.counter is not None:
                 for ts, _ in fs.counter.totals.values():
                     if ts > m:
@@ -310,6 +357,34 @@ class ORMap:
         return cls(
             fields, DotContext.decode(ctx), frozenset(scope) if scope is not None else None
         )
+
+    def digest(self) -> int:
+        """A stable 64-bit hash of the state (fields, writes, counters, context; not the
+        scope hint)."""
+        h = self._h
+        if h is None:
+            h = 0
+            for name, fs in self.fields.items():
+                h ^= _field_hash(name, fs)
+            self._h = h
+        return combine(_KIND_SEED, h, self.ctx.digest())
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC: the context's stable removed dots fold into its vector.
+        A field's counter stays: its floor must go on judging the node's running total."""
+        return self.ctx.collect(stable)
+
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every stamp here is covered by ``stable`` and no field has a counter (a counter's
+        floor judges its nodes' running totals for good, so a hash that ever counted is never
+        forgotten)."""
+        for fs in self.fields.values():
+            if _counter(fs) is not None:
+                return False
+            for r in _regs(fs):
+                if r[0] > stable.get(r[1], -1):
+                    return False
+        return self.ctx.stable_in(stable)
 
     def value_digest(self) -> bytes:
         """Redis's DEBUG DIGEST-VALUE of a hash (debug.c): the type mixed in, then the XOR over

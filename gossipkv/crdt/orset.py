@@ -8,32 +8,72 @@ it observed and an add it never saw wins (add-wins).
 
 Every member added gets its own dot (one clock tick each): a removal context names the dots it
 removed, and a dot shared by two members would remove both.
+
+A delta names the members it touches (``scope``, as ORMap's): its context covers dots of those
+members only, so merging it visits them instead of scanning the set. The scope travels with the
+delta on the wire; a merge leaves the set it merged into with scope None. It is a hint, not
+state: the digest ignores it, and a delta adopted as a key's state is read like any state.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from gossipkv.crdt.causal import Dot, DotContext
+from gossipkv.crdt.causal import Dot, DotContext, combine, dot_bytes, hash_bytes, node_seeds
 from gossipkv.crdt.collection import register
 
-Dots = Dot | frozenset[Dot]  # one dot, the common case, stored without a container
+# A member's dots. One dot, the common case, is stored as one int, (ts << 16) | the node's
+# index in this process's table of node ids: 36 bytes instead of a 56-byte tuple and its int.
+# Several dots (concurrent adds) are a frozenset of (ts, node). Never on the wire as such.
+Dots = int | frozenset[Dot]
 
 _TYPE_SET = (2).to_bytes(4, "big")  # Redis's OBJ_SET
 
+_NODE_INDEX: dict[str, int] = {}
+_NODE_OF: list[str] = []
+
+
+def _node_index(node: str) -> int:
+    i = _NODE_INDEX.get(node)
+    if i is None:
+        i = _NODE_INDEX[node] = len(_NODE_OF)
+        _NODE_OF.append(node)
+    return i
+
+
+def _packed(ts: int, node: str) -> int:
+    return ts << 16 | _node_index(node)
+
+
+def _dot(d: int) -> Dot:
+    return (d >> 16, _NODE_OF[d & 0xFFFF])
+
 
 def _dots(d: Dots) -> Iterable[Dot]:
-    return (d,) if d.__class__ is tuple else d  # type: ignore[return-value]
+    return (_dot(d),) if d.__class__ is int else d  # type: ignore[return-value]
 
 
 def _pack(dots: set[Dot]) -> Dots | None:
     if not dots:
         return None
     if len(dots) == 1:
-        return next(iter(dots))
+        return _packed(*next(iter(dots)))
     return frozenset(dots)
+
+
+_KIND_SEED = 2
+_Q = struct.Struct(">Q").pack
+
+
+def _member_hash(m: bytes, d: Dots) -> int:
+    """The hash of one member's state: its name and its dots (one dot: its ts after the name,
+    its node's hash as the seed)."""
+    if d.__class__ is int:
+        return hash_bytes(m + _Q(d >> 16), node_seeds(_NODE_OF[d & 0xFFFF])[0])
+    return hash_bytes(m + b"".join(dot_bytes(*x) for x in sorted(_dots(d))) + b"%d" % len(m), 7)
 
 
 def _sha1(data: bytes) -> int:
@@ -44,29 +84,40 @@ class ORSet:
     """A set's state, and equally a delta of it."""
 
     KIND: ClassVar[str] = "set"
-    __slots__ = ("_pool", "ctx", "members", "scope")
+    __slots__ = ("_h", "_pool", "ctx", "members", "scope")
 
     def __init__(
-        self, members: dict[bytes, Dots] | None = None, ctx: DotContext | None = None
+        self,
+        members: dict[bytes, Dots] | None = None,
+        ctx: DotContext | None = None,
+        scope: frozenset[bytes] | None = None,
     ) -> None:
         self.members: dict[bytes, Dots] = members if members is not None else {}
         self.ctx = ctx if ctx is not None else DotContext()
-        # Members to draw random picks from (SPOP, SRANDMEMBER): built on the first pick and
-        # kept while merges only remove, so a run of pops costs O(1) each, not a copy each.
+        # Members to draw random picks from (SPOP, SRANDMEMBER): built on the first pick, then
+        # merges append the members they add and picks drop the removed ones they meet, so
+        # pops cost O(1) each, not a copy each. A member removed and re-added before a pick
+        # met it is in twice until then (a slight bias, never a wrong pick).
         self._pool: list[bytes] | None = None
-        # On a local SREM/SPOP delta only: the members whose dots its context names, so that
-        # merging it touches those members instead of scanning the set. Never encoded; a
-        # delta from the wire has none and is merged by the full scan, with the same result.
-        self.scope: list[bytes] | None = None
+        # On a delta: the members whose dots its context names (see the module's docstring).
+        self.scope = scope
+        # XOR of the members' hashes, once first asked for; then kept up to date by merge.
+        self._h: int | None = None
 
     # -- the join ------------------------------------------------------------------------------
 
     def copy(self) -> ORSet:
-        return ORSet(dict(self.members), self.ctx.copy())  # Dots are immutable
+        c = ORSet(dict(self.members), self.ctx.copy(), self.scope)  # Dots are immutable
+        c._h = self._h
+        return c
+
+    def settle(self) -> None:
+        """A delta became a key's state: drop its scope hint."""
+        self.scope = None
 
     def merge(self, other: ORSet) -> None:
-        if other.members:
-            self._pool = None  # it may add members the pool lacks
+        pool = self._pool  # new members join it, so pops never rebuild it after adds
+        h = self._h
         mine = self.members
         ctx = self.ctx
         octx = other.ctx
@@ -74,23 +125,35 @@ class ORSet:
         for m, od in theirs.items():
             d = mine.get(m)
             if d is None:
-                if od.__class__ is tuple:
-                    if not ctx.contains(od):
+                if od.__class__ is int:
+                    if not ctx.contains(_dot(od)):
                         mine[m] = od
+                        if h is not None:
+                            h ^= _member_hash(m, od)
+                        if pool is not None:
+                            pool.append(m)
                 else:
                     packed = _pack({x for x in _dots(od) if not ctx.contains(x)})
                     if packed is not None:
                         mine[m] = packed
+                        if h is not None:
+                            h ^= _member_hash(m, packed)
+                        if pool is not None:
+                            pool.append(m)
             elif d != od:
                 ds = set(_dots(d))
                 os_ = set(_dots(od))
                 kept = (ds & os_) | {x for x in os_ - ds if not ctx.contains(x)}
                 kept |= {x for x in ds - os_ if not octx.contains(x)}
                 packed = _pack(kept)
+                if h is not None:
+                    h ^= _member_hash(m, d)
                 if packed is None:
                     del mine[m]
                 else:
                     mine[m] = packed
+                    if h is not None:
+                        h ^= _member_hash(m, packed)
         if octx:
             gone: list[bytes] = []
             scope = other.scope
@@ -100,20 +163,26 @@ class ORSet:
             for m, d in candidates:
                 if m in theirs:
                     continue
-                if d.__class__ is tuple:
-                    if octx.contains(d):
+                if d.__class__ is int:
+                    if octx.contains(_dot(d)):
                         gone.append(m)
                 else:
                     kept = {x for x in _dots(d) if not octx.contains(x)}
-                    if len(kept) != len(d):
+                    if len(kept) != len(d):  # type: ignore[arg-type]
                         packed = _pack(kept)
                         if packed is None:
                             gone.append(m)
                         else:
+                            if h is not None:
+                                h ^= _member_hash(m, d) ^ _member_hash(m, packed)
                             mine[m] = packed
             for m in gone:
+                if h is not None:
+                    h ^= _member_hash(m, mine[m])
                 del mine[m]
             ctx.join(octx)
+        self._h = h
+        self.scope = None  # what was merged into is a state now
 
     # -- what a reader sees ---------------------------------------------------------------------
 
@@ -147,15 +216,36 @@ class ORSet:
         self._pool = None
         return self.random_member(randrange)
 
+    def take_random(self, random: Callable[[], float]) -> bytes:
+        """SPOP's pick: a uniformly random member of a non-empty set, dropped from the pick
+        pool at once (the caller removes it from the set), so a run of pops draws only live
+        members, O(1) each. ``random`` returns a float in [0, 1)."""
+        members = self.members
+        if not members:
+            raise ValueError("no member to pick from an empty set")
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = list(members)
+        while pool:
+            i = int(random() * len(pool))
+            m = pool[i]
+            pool[i] = pool[-1]
+            pool.pop()
+            if m in members:
+                return m
+        self._pool = None
+        return self.take_random(random)
+
     # -- mutators: each returns a delta ---------------------------------------------------------
 
     def add(self, now: Callable[[], int], node: str, members: Iterable[bytes]) -> ORSet:
         """SADD: a fresh dot for each member not present yet (present ones need no write)."""
         delta: dict[bytes, Dots] = {}
         mine = self.members
+        ix = _node_index(node)
         for m in members:
             if m not in mine and m not in delta:
-                delta[m] = (now(), node)
+                delta[m] = now() << 16 | ix
         return ORSet(delta)
 
     def remove(self, members: Iterable[bytes]) -> ORSet:
@@ -167,19 +257,18 @@ class ORSet:
             d = mine.get(m)
             if d is not None:
                 cloud.update(_dots(d))
-        delta = ORSet(None, DotContext(None, cloud))
-        delta.scope = list(dict.fromkeys(m for m in members if m in mine))
-        return delta
+        return ORSet(None, DotContext(None, cloud), frozenset(m for m in members if m in mine))
 
     def removal(self) -> ORSet:
         cloud: set[Dot] = set()
         for d in self.members.values():
             cloud.update(_dots(d))
-        return ORSet(None, DotContext(None, cloud))
+        return ORSet(None, DotContext(None, cloud))  # it names every member: a scan costs the same
 
     def restamp(self, now: Callable[[], int], node: str) -> ORSet:
         """The same members under fresh dots (RENAME, SMOVE-like copies to another key)."""
-        return ORSet({m: (now(), node) for m in self.members})
+        ix = _node_index(node)
+        return ORSet({m: now() << 16 | ix for m in self.members})
 
     # -- wire form, clock, digest ---------------------------------------------------------------
 
@@ -192,20 +281,45 @@ class ORSet:
         return m
 
     def encode(self) -> list[Any]:
+        """Canonical members and context, then a delta's scope (None on a state)."""
         return [
             sorted([m, sorted([t, n] for t, n in _dots(d))] for m, d in self.members.items()),
             self.ctx.encode(),
+            sorted(self.scope) if self.scope is not None else None,
         ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> ORSet:
-        rows, ctx = data
+        rows, ctx = data[:2]
         members: dict[bytes, Dots] = {}
         for m, dots in rows:
             packed = _pack({(t, n) for t, n in dots})
             if packed is not None:
                 members[m] = packed
-        return cls(members, DotContext.decode(ctx))
+        scope = data[2] if len(data) > 2 else None
+        return cls(members, DotContext.decode(ctx), frozenset(scope) if scope is not None else None)
+
+    def digest(self) -> int:
+        """A stable 64-bit hash of the state (members, dots, context; not the scope hint)."""
+        h = self._h
+        if h is None:
+            h = 0
+            for m, d in self.members.items():
+                h ^= _member_hash(m, d)
+            self._h = h
+        return combine(_KIND_SEED, h, self.ctx.digest())
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC: the context's stable removed dots fold into its vector."""
+        return self.ctx.collect(stable)
+
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every dot here (members' and context's) is covered by ``stable``."""
+        for d in self.members.values():
+            for ts, node in _dots(d):
+                if ts > stable.get(node, -1):
+                    return False
+        return self.ctx.stable_in(stable)
 
     def value_digest(self) -> bytes:
         """Redis's set digest: mix(0, type), then every member XORed in."""

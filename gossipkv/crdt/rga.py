@@ -20,12 +20,14 @@ visible order is rebuilt from the tree on the next read.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from itertools import islice
 from typing import Any, ClassVar
 
+from gossipkv.crdt.causal import combine, dot_hash, dots_hash, hash_bytes, node_seeds
 from gossipkv.crdt.collection import register
 
 Dot = tuple[int, str]
@@ -35,6 +37,29 @@ TYPE_LIST = 1  # Redis's OBJ_LIST, mixed into DEBUG DIGEST
 
 # Merges removing more elements than this invalidate the visible order instead of editing it.
 _BULK_MERGE = 64
+
+_KIND_SEED = 1
+_SEED_GONE = 0x60E
+
+
+_PACK = struct.Struct(">QQQB").pack
+
+
+def _element_hash(i: Dot, e: Element) -> int:
+    """The hash of one element's state: id, reference, value (or removal) and stamp; the
+    three stamps' numbers packed, their nodes' hashes as the seed."""
+    ref = e.ref
+    v = e.value
+    st = e.stamp
+    seed = node_seeds(i[1])[0] ^ node_seeds(st[1])[2]
+    if ref is not None:
+        seed ^= node_seeds(ref[1])[1]
+    flags = (ref is None) | (v is None) << 1
+    return hash_bytes(
+        _PACK(i[0], ref[0] if ref is not None else 0, st[0], flags) + (v if v is not None else b""),
+        seed,
+    )
+
 
 class Element:
     """One inserted element: its reference, its value (None once removed), the value's stamp."""
@@ -51,7 +76,7 @@ class RGA:
     """The state of one list, and equally a delta of it."""
 
     KIND: ClassVar[str] = "list"
-    __slots__ = ("_order", "_orphans", "_top", "elements", "gone")
+    __slots__ = ("_h", "_order", "_orphans", "_top", "elements", "gone")
 
     def __init__(self) -> None:
         self.elements: dict[Dot, Element] = {}
@@ -60,6 +85,8 @@ class RGA:
         self._order: deque[Dot] | None = deque()
         self._top: Dot | None = None  # the greatest id inserted at the head
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
+        # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
+        self._h: int | None = None
 
     # -- the join ------------------------------------------------------------------------------
 
@@ -68,7 +95,11 @@ class RGA:
         c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
         c.gone = set(self.gone)
         c._order = None
+        c._h = self._h
         return c
+
+    def settle(self) -> None:
+        """A delta became a key's state: nothing to drop (a list delta names what it touches)."""
 
     def merge(self, other: RGA) -> None:
         """Join ``other`` in place; never keeps a reference to its mutable parts."""
@@ -77,11 +108,13 @@ class RGA:
         incoming = other.elements
         if (
             self._order is not None
+            and len(other.gone) + len(incoming) > _BULK_MERGE
             and len(other.gone) + sum(e.value is None for e in incoming.values()) > _BULK_MERGE
         ):
             # Many removals (DEL or LTRIM of a long list, a snapshot) would each search the
             # visible order: rebuild it once, lazily, instead.
             self._order = None
+        h = self._h
         ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
@@ -91,27 +124,47 @@ class RGA:
                 if i in gone:
                     gone.discard(i)
                     value = None
+                    if h is not None:
+                        h ^= dot_hash(i, _SEED_GONE)
                 # A removed element keeps no stamp of its own: its state is the same however
                 # many LSETs reached it first.
                 mine = Element(e.ref, value, e.stamp if value is not None else i)
                 elements[i] = mine
+                if h is not None:
+                    h ^= _element_hash(i, mine)
                 self._place(i, mine)
             elif mine.value is not None:
                 if e.value is None:
+                    if h is not None:
+                        h ^= _element_hash(i, mine)
                     mine.value = None
                     mine.stamp = i
+                    if h is not None:
+                        h ^= _element_hash(i, mine)
                     self._hide(i)
                 elif e.stamp > mine.stamp:
+                    if h is not None:
+                        h ^= _element_hash(i, mine)
                     mine.value = e.value
                     mine.stamp = e.stamp
+                    if h is not None:
+                        h ^= _element_hash(i, mine)
         for i in other.gone:
             mine = elements.get(i)
             if mine is None:
-                gone.add(i)
+                if i not in gone:
+                    gone.add(i)
+                    if h is not None:
+                        h ^= dot_hash(i, _SEED_GONE)
             elif mine.value is not None:
+                if h is not None:
+                    h ^= _element_hash(i, mine)
                 mine.value = None
                 mine.stamp = i
+                if h is not None:
+                    h ^= _element_hash(i, mine)
                 self._hide(i)
+        self._h = h
 
     def _place(self, i: Dot, e: Element) -> None:
         """Put a newly merged element into the visible order, or mark the order stale."""
@@ -201,12 +254,7 @@ class RGA:
     def values(self, start: int = 0, stop: int | None = None) -> list[bytes]:
         """Visible values of positions start..stop-1 (non-negative, clamped)."""
         elements = self.elements
-        out: list[bytes] = []
-        for i in islice(self.order(), start, stop):
-            v = elements[i].value
-            assert v is not None
-            out.append(v)
-        return out
+        return [elements[i].value for i in islice(self.order(), start, stop)]  # type: ignore[misc]
 
     # -- deltas of local writes (ids from ``now``, never used before on this node) -------------
 
@@ -307,6 +355,34 @@ class RGA:
         r.gone = {(t, n) for t, n in gone}
         return r
 
+    def digest(self) -> int:
+        """A stable 64-bit hash of the state: every element (tombstones included) and the
+        removals still waiting for their element."""
+        h = self._h
+        if h is None:
+            h = dots_hash(self.gone, _SEED_GONE)
+            for i, e in self.elements.items():
+                h ^= _element_hash(i, e)
+            self._h = h
+        return combine(_KIND_SEED, h)
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC of list tombstones: none is dropped (see docs/SEMANTICS.md,
+        "Lists"). A removal carries no stamp of its own, so stability of the ids does not
+        show that no insert naming a removed element is still in flight; dropping one would
+        leave such an insert unplaceable on this replica and placed on the others."""
+        return 0
+
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every id and stamp here is covered by ``stable``, and nothing is removed: a list
+        with tombstones is never forgotten, for the reason ``collect`` gives."""
+        for i, e in self.elements.items():
+            if e.value is None:
+                return False
+            if i[0] > stable.get(i[1], -1) or e.stamp[0] > stable.get(e.stamp[1], -1):
+                return False
+        return not self.gone
+
     def mix_digest(self, digest: bytes) -> bytes:
         """Redis's xorObjectDigest of a list onto ``digest``: the type, then every element."""
         digest = _mix(digest, TYPE_LIST.to_bytes(4, "big"))
@@ -322,9 +398,17 @@ class RGA:
 def _delta() -> RGA:
     """An empty RGA to fill directly: its visible order is rebuilt when first read, since a
     keyspace may adopt a delta as a new key's state."""
-    d = RGA()
+    d = _new(RGA)
+    d.elements = {}
+    d.gone = set()
     d._order = None
+    d._top = None
+    d._orphans = 0
+    d._h = None
     return d
+
+
+_new = object.__new__
 
 
 def _mix(digest: bytes, data: bytes) -> bytes:

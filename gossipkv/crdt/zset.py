@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 from sortedcontainers import SortedList
 
-from gossipkv.crdt.causal import DotContext
+from gossipkv.crdt.causal import DotContext, combine, dot_bytes, hash_bytes, node_seeds
 from gossipkv.crdt.collection import register
 
 Record = tuple[int, str, float, bool]  # (HLC ts, node, amount, is_set)
@@ -47,6 +47,20 @@ def _pack(records: Records) -> Stored:
     return records[0] if len(records) == 1 else records
 
 _ZSET_TYPE = (3).to_bytes(4, "big")  # Redis's OBJ_ZSET
+_KIND_SEED = 3
+_QDB = struct.Struct(">Qd?").pack
+
+
+def _member_hash(member: bytes, records: Records) -> int:
+    """The hash of one member's state: its name and its live records (one record: packed
+    after the name, its node as the seed)."""
+    if len(records) == 1:
+        r = records[0]
+        return hash_bytes(member + _QDB(r[0], r[2], r[3]), node_seeds(r[1])[0])
+    parts = [b"%d:" % len(member), member]
+    for r in records:
+        parts.append(dot_bytes(r[0], r[1]) + _DOUBLE.pack(r[2]) + (b"s" if r[3] else b"i"))
+    return hash_bytes(b"".join(parts))
 
 
 def score_of(records: Records) -> float:
@@ -68,7 +82,7 @@ class ZSet:
     """A sorted set's CRDT state or delta, with an index of ``sort_key``s for ranges."""
 
     KIND: ClassVar[str] = "zset"
-    __slots__ = ("ctx", "delta", "index", "members")
+    __slots__ = ("_h", "ctx", "delta", "index", "members")
 
     def __init__(self, delta: bool = False) -> None:
         self.members: dict[bytes, Stored] = {}
@@ -77,6 +91,8 @@ class ZSet:
         # A delta's context names only dots it removes: most deltas share the empty one.
         self.ctx = _NO_CTX if delta else DotContext()
         self.delta = delta
+        # XOR of the live members' hashes, once first asked for; then kept up to date.
+        self._h: int | None = None
 
     # -- reads (ranks and ranges on states only) ---------------------------------------------
 
@@ -119,6 +135,9 @@ class ZSet:
             score = math.nextafter(score, math.inf)
         return int(self.index.bisect_left(_score_bytes(score)))
 
+    def members_by_rank(self, rank: int) -> bytes:
+        return bytes(self.index[rank][8:])
+
     def bisect_lex(self, member: bytes, after: bool) -> int:
         """The rank of the first entry whose member is >= ``member`` (> when ``after``).
 
@@ -151,6 +170,7 @@ class ZSet:
         c.members = {m: r for m, r in self.members.items() if r}
         c.index = self.index.copy() if not self.delta else c._build_index()
         c.ctx = self.ctx.copy()
+        c._h = self._h
         return c
 
     def merge(self, other: Self) -> None:
@@ -173,7 +193,10 @@ class ZSet:
                 else:
                     kept = tuple(r for r in theirs if not _seen(ctx, r))
             elif not theirs:  # a removal: what it did not observe stays
-                kept = tuple(r for r in mine if not _seen(octx, r))
+                if len(mine) == 1:
+                    kept = () if _seen(octx, mine[0]) else mine
+                else:
+                    kept = tuple(r for r in mine if not _seen(octx, r))
             elif len(mine) == 1 and len(theirs) == 1:  # the common update: one record each
                 m0, t0 = mine[0], theirs[0]
                 if _seen(octx, m0):
@@ -223,6 +246,11 @@ class ZSet:
         )
 
     def _set(self, member: bytes, old: Records, new: Records) -> None:
+        if self._h is not None:
+            if old:
+                self._h ^= _member_hash(member, old)
+            if new:
+                self._h ^= _member_hash(member, new)
         if old:
             self.index.remove(sort_key(score_of(old), member))
         if new:
@@ -320,6 +348,34 @@ class ZSet:
             z.index = z._build_index()
         z.ctx = DotContext.decode(ctx)
         return z
+
+    def digest(self) -> int:
+        """A stable 64-bit hash of the state: live members' records and the context (not
+        whether it is still a delta, nor a delta's removed-member markers)."""
+        h = self._h
+        if h is None:
+            h = 0
+            for member, stored in self.members.items():
+                if stored:
+                    h ^= _member_hash(member, _unpack(stored))
+            if not self.delta:
+                self._h = h  # a delta's records are never edited in place by _set
+        return combine(_KIND_SEED, h, self.ctx.digest())
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC: the context's stable replaced or removed dots fold into its
+        vector."""
+        if self.ctx is _NO_CTX:
+            return 0
+        return self.ctx.collect(stable)
+
+    def stable_in(self, stable: Mapping[str, int]) -> bool:
+        """Every record's dot and every context dot is covered by ``stable``."""
+        for stored in self.members.values():
+            for r in _unpack(stored):
+                if r[0] > stable.get(r[1], -1):
+                    return False
+        return self.ctx.stable_in(stable)
 
     def value_digest(self) -> bytes:
         """Redis's xorObjectDigest of a zset (debug.c): the type mixed, then per element

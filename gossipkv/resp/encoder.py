@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ def format_double(d: float) -> bytes:
     if d == float("-inf"):
         return b"-inf"
     if d == int(d) and abs(d) < 1e17:
+        if d == 0 and math.copysign(1.0, d) < 0:
+            return b"-0"
         return b"%d" % int(d)
     return b"%.17g" % d
 
@@ -56,7 +59,11 @@ def _make(resp3: bool) -> Encoder:
         return table[type(r)](r)
 
     def array(items: list[Any]) -> bytes:
-        return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
+        for x in items:
+            if type(x) is not bytes:
+                return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
+        # All plain bulk strings (LRANGE, MGET, SMEMBERS...): one comprehension, no dispatch.
+        return b"*%d\r\n" % len(items) + b"".join([b"$%d\r\n%s\r\n" % (len(x), x) for x in items])
 
     def mapping(d: dict[Any, Any]) -> bytes:
         parts = [b"%%%d\r\n" % len(d) if resp3 else b"*%d\r\n" % (2 * len(d))]

@@ -23,6 +23,7 @@ is needed, and a plain string pays one empty slot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -81,6 +82,17 @@ class Entry:
 
     def merge(self, d: Entry) -> None:
         """Join ``d`` into this state. Never keeps a reference to ``d``'s mutable parts."""
+        dc = d.coll
+        if (
+            dc is not None
+            and not d.ts
+            and d.counter is None
+            and d.exp is None
+            and d.ctx is None
+            and self.coll.__class__ is dc.__class__
+        ):
+            self.coll.merge(dc)  # type: ignore[union-attr,arg-type]  # a collection write: the common case
+            return
         if d.ts and wins(d.ts, d.node, self.ts, self.node):
             self.ts = d.ts
             self.node = d.node
@@ -97,7 +109,6 @@ class Entry:
                 self.ctx = dict(d.ctx)
             else:
                 causal.join(self.ctx, d.ctx)
-        dc = d.coll
         if dc is not None:
             if isinstance(dc, dict):
                 for x in dc.values():
@@ -108,17 +119,17 @@ class Entry:
     def _merge_coll(self, x: Collection) -> None:
         c = self.coll
         if c is None:
-            self.coll = x.copy()
+            self.coll = _settled(x.copy())
         elif isinstance(c, dict):
             cur = c.get(x.KIND)
             if cur is None:
-                c[x.KIND] = x.copy()
+                c[x.KIND] = _settled(x.copy())
             else:
                 cur.merge(x)
         elif c.__class__ is x.__class__:
             c.merge(x)
         else:  # two collection kinds clash: keep both, visibility decides
-            self.coll = {c.KIND: c, x.KIND: x.copy()}
+            self.coll = {c.KIND: c, x.KIND: _settled(x.copy())}
 
     def colls(self) -> list[Collection]:
         """Every collection part, visible or hidden."""
@@ -227,9 +238,17 @@ class Entry:
 
     # -- deltas ------------------------------------------------------------------------------
 
-    def removal(self) -> Entry:
-        """The observed-remove delta that deletes everything this state shows."""
+    def removal(self, stamp: tuple[int, str] | None = None) -> Entry:
+        """The observed-remove delta that deletes everything this state shows.
+
+        ``stamp`` (a fresh (HLC ts, node) of the remover) goes into the key-level context:
+        the remover has seen all its own writes, so it covers nothing more, but it dates the
+        removal, so that ``is_stable`` holds the tombstone until the removal itself has reached
+        every member (an unstamped removal is as old as the newest write it saw).
+        """
         ctx: causal.Context = {}
+        if stamp is not None:
+            causal.observe(ctx, stamp[0], stamp[1])
         if self.value is not None:
             causal.observe(ctx, self.ts, self.node)
         if self.exp is not None:
@@ -245,6 +264,16 @@ class Entry:
 
     def stamps(self) -> int:
         """The greatest HLC timestamp in this state, for the clock to observe."""
+        c = self.coll
+        if (
+            c is not None
+            and not self.ts
+            and self.counter is None
+            and self.exp is None
+            and not self.ctx
+            and c.__class__ is not dict
+        ):
+            return c.max_ts()  # type: ignore[union-attr]  # a collection's delta
         m = self.ts
         if self.exp is not None and self.exp[0] > m:
             m = self.exp[0]
@@ -301,9 +330,103 @@ class Entry:
             coll,
         )
 
+    def settle(self) -> None:
+        """This entry, built as a delta, was adopted as a key's state: its collections drop
+        their delta-only hints."""
+        for x in self.colls():
+            x.settle()
+
     def state_digest(self) -> int:
-        """A stable 64-bit hash of the whole state, removals included (for anti-entropy)."""
-        return int(xxhash.xxh3_64_intdigest(msgpack.packb(self.encode())))
+        """A stable 64-bit hash of the whole state, removals included (for anti-entropy).
+
+        The string part (register, counter, expiry, key-level context: a few small fields)
+        is hashed from its encoding; each collection contributes its own digest, which it
+        keeps up to date per change, so this is O(1)-ish even for a huge collection.
+        """
+        c = self.coll
+        if (
+            c is not None
+            and not self.ts
+            and self.counter is None
+            and self.exp is None
+            and self.ctx is None
+            and c.__class__ is not dict
+        ):
+            return c.digest()  # type: ignore[union-attr]  # a pure collection key
+        head = [
+            self.ts,
+            self.node,
+            self.value,
+            self.counter.encode() if self.counter is not None else None,
+            list(self.exp) if self.exp is not None else None,
+            sorted(self.ctx.items()) if self.ctx is not None else None,
+        ]
+        if c is not None:
+            if c.__class__ is dict:
+                parts = sorted(c.items())
+                head.extend([k, x.digest()] for k, x in parts)
+            else:
+                head.append([c.KIND, c.digest()])  # type: ignore[union-attr]
+        return int(xxhash.xxh3_64_intdigest(msgpack.packb(head)))
+
+    def collect(self, stable: Mapping[str, int]) -> int:
+        """Causal-stability GC of this key's removal metadata; returns the items dropped.
+
+        ``stable[node] = ts``: every write of ``node`` stamped up to ts has reached every
+        replica. The collections fold their stable removed dots into their vectors. A
+        key-level context entry ``node -> ts`` with ts stable is dropped: no write it covers
+        can still arrive, and the register and expiry it covered are first made inert (the
+        value dropped, the deadline zeroed, their stamps kept so an old copy never wins).
+        """
+        n = 0
+        for x in self.colls():
+            n += x.collect(stable)
+        ctx = self.ctx
+        if ctx:
+            for node, ts in list(ctx.items()):
+                if ts > stable.get(node, -1):
+                    continue
+                if self.node == node and self.ts <= ts and self.value is not None:
+                    self.value = None
+                exp = self.exp
+                if exp is not None and exp[1] == node and exp[0] <= ts and exp[2]:
+                    self.exp = (exp[0], node, 0)
+                del ctx[node]
+                n += 1
+            if not ctx:
+                self.ctx = None
+        return n
+
+    def is_stable(self, stable: Mapping[str, int]) -> bool:
+        """Every stamp in this entry, its key-level context included, is covered by
+        ``stable``, and nothing in it can still change what a later write shows: if the entry
+        is also not alive (a tombstone), it may be forgotten.
+
+        ``stable`` must name every node of the cluster. Not forgettable, whatever ``stable``
+        says: a visible deadline (an EXPIRE that
+        overtook the write it applies to), a counter (its floor judges the node's running
+        total, which goes on from there), a list with removed elements (see RGA.collect).
+        """
+        if self.counter is not None or self.deadline():
+            return False
+        # A removed register still beats a concurrent write stamped below it (LWW): only when
+        # every node's future writes are stamped above it may it go.
+        floor = min(stable.values(), default=-1)
+        if self.ts > floor:
+            return False
+        exp = self.exp
+        if exp is not None and exp[0] > floor:
+            return False
+        if self.ctx:
+            for node, ts in self.ctx.items():
+                if ts > stable.get(node, -1):
+                    return False
+        return all(x.stable_in(stable) for x in self.colls())
+
+
+def _settled(x: Collection) -> Collection:
+    x.settle()
+    return x
 
 
 def _copy_coll(c: Any) -> Any:

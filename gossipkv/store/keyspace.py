@@ -3,18 +3,34 @@
 Every change — a client write, a peer's delta, a state from anti-entropy or a snapshot — goes
 through ``Keyspace.merge``. Client writes go through ``Keyspace.write``, which hands the delta to
 the sink (replication) and then merges it. The live-key map, the tombstone map and the expiry
-index are all maintained here and nowhere else.
+index are all maintained here and nowhere else, and so is the anti-entropy tree (store/merkle.py):
+each merge XORs the key's old entry hash out of its leaf and the new one in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import xxhash
 
 from gossipkv.crdt.hlc import HLC
+from gossipkv.store import gc
 from gossipkv.store.buckets import Buckets
 from gossipkv.store.entry import Entry
 from gossipkv.store.expiry import ExpiryIndex
+from gossipkv.store.merkle import (
+    LEAF_SHIFT,
+    NODE_SEEDS,
+    Merkle,
+    entry_hash,
+    is_plain,
+    node_seed,
+)
+
+assert LEAF_SHIFT == 52  # spelled out on the write fast path
 
 # A sink receives each local delta before it is merged; it must encode or copy it at once,
 # because the keyspace may adopt the delta object as the key's state.
@@ -29,20 +45,40 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_hash = xxhash.xxh3_64_intdigest
+
+
 class Keyspace:
     """Live keys, tombstoned keys, the expiry index, and the write/merge path over them."""
 
     def __init__(self, node: str, clock: HLC | None = None, sink: Sink | None = None) -> None:
         self.node = node
+        # The counter actor: a node's running totals are versioned per process start, so an
+        # empty restart under the same name counts afresh instead of replacing, with a newer
+        # stamp, the total its previous run had already replicated (losing those increments).
+        self.actor = f"{node}#{secrets.token_hex(4)}"
         self.clock = clock or HLC()
         self.sink: Sink = sink or _no_sink
         self.live: dict[bytes, Entry] = {}
         # Keys whose every write has been observed-removed. Kept so that a delayed delta
-        # merges against the removal instead of resurrecting the key (GC comes with gossip).
+        # merges against the removal instead of resurrecting the key, until every stamp in it
+        # is stable cluster-wide and GC forgets it (store/gc.py).
         self.tombstones: dict[bytes, Entry] = {}
         self.expiry = ExpiryIndex()
         # Live keys by hash prefix: SCAN cursors and RANDOMKEY without O(keyspace) work.
         self.buckets = Buckets()
+        # Tombstoned keys by the same prefix: a Merkle leaf's keys without scanning tombstones.
+        self.tomb_buckets = Buckets()
+        self.merkle = Merkle()
+        self._leaves = self.merkle.leaves  # the same list, one attribute hop less per write
+        # Entry hashes of the keys whose entry is not a plain string register (those hash in
+        # O(1) from their dot): a write XORs the old hash out without re-digesting the state.
+        self.hashes: dict[bytes, int] = {}
+        # Read repair: leaves known to differ from some peer (kept by the anti-entropy code),
+        # and what a read of a key in one of them calls.
+        self.suspect: set[int] = set()
+        self.on_suspect_read: Callable[[bytes], None] | None = None
+        self.gc = gc.Collector()
         self.now_ms: Callable[[], int] = _now_ms
         self.expired_keys = 0
         self.keyspace_hits = 0
@@ -69,43 +105,105 @@ class Keyspace:
             and e.coll is None
         ):
             # The common overwrite: a plain value onto a plain live value. Only the LWW
-            # register can change; liveness and the expiry index cannot.
+            # register can change; liveness and the expiry index cannot. A plain register
+            # hashes from its dot (store/merkle.py), so the leaf changes in O(1) and only
+            # when the delta wins; one with an expiry register hashes by its digest.
             ts = delta.ts
             if ts > e.ts or (ts == e.ts and delta.node > e.node):
-                e.ts = ts
-                e.node = delta.node
-                e.value = delta.value
+                if e.exp is None:
+                    seeds = NODE_SEEDS
+                    kh = _hash(key)
+                    try:
+                        x = _hash(key, kh ^ e.ts ^ seeds[e.node]) ^ _hash(
+                            key, kh ^ ts ^ seeds[delta.node]
+                        )
+                    except KeyError:  # a node id not seen before
+                        x = _hash(key, kh ^ e.ts ^ node_seed(e.node)) ^ _hash(
+                            key, kh ^ ts ^ node_seed(delta.node)
+                        )
+                    self._leaves[kh >> 52] ^= x
+                    e.ts = ts
+                    e.node = delta.node
+                    e.value = delta.value
+                else:
+                    old = self.hash_of(key, e)
+                    e.ts = ts
+                    e.node = delta.node
+                    e.value = delta.value
+                    self.rehash(key, e, old)
             if ts > self.clock.last:
                 self.clock.last = ts
             for hook in self.on_change:
                 hook(key, e)
             return
+        was_live = e is not None
+        was_tomb = False
         if e is None:
             e = self.tombstones.pop(key, None)
             if e is None:
                 e = delta
+                if e.coll is not None:
+                    e.settle()  # adopted as the key's state: no delta-only hints
+                self.rehash(key, e, 0)
             else:
+                was_tomb = True
+                old = self.hash_of(key, e)
                 e.merge(delta)
+                self.rehash(key, e, old)
         else:
+            old = self.hash_of(key, e)
             e.merge(delta)
+            self.rehash(key, e, old)
         if delta.exp is None and delta.ctx is None and delta.counter is None and delta.coll is None:
             if delta.ts > self.clock.last:
                 self.clock.last = delta.ts
         else:
             self.clock.observe(delta.stamps())
         if e.alive():
-            if key not in live:
+            if not was_live:
                 self.buckets.add(key)
-            live[key] = e
-            if e.exp is not None or key in self.expiry.deadlines:
+                if was_tomb:
+                    self.tomb_buckets.discard(key)
+                live[key] = e
+                if e.exp is not None:
+                    self.expiry.set(key, e.deadline())
+            elif e.exp is not None or key in self.expiry.deadlines:
                 self.expiry.set(key, e.deadline())
         else:
-            if live.pop(key, None) is not None:
+            self.tombstones[key] = e
+            if was_live:
+                del live[key]
                 self.expiry.set(key, 0)
                 self.buckets.discard(key)
-            self.tombstones[key] = e
+            if not was_tomb:
+                self.tomb_buckets.add(key)
         for hook in self.on_change:
             hook(key, e)
+
+    def hash_of(self, key: bytes, e: Entry) -> int:
+        """The entry hash ``e`` (the key's current state) contributes to the tree."""
+        if e.counter is None and e.exp is None and e.ctx is None and e.coll is None:
+            plain: int = _hash(key, _hash(key) ^ e.ts ^ node_seed(e.node))
+            return plain
+        h = self.hashes.get(key)
+        return entry_hash(key, e) if h is None else h
+
+    def rehash(self, key: bytes, e: Entry, old: int) -> None:
+        """Record the key's new state ``e`` in the tree; ``old`` is what it contributed.
+
+        Merge never turns a non-plain entry into a plain one (it only fills fields), so a
+        plain entry here has no cached hash; GC, which can, drops the cached one first.
+        """
+        kh: int = _hash(key)
+        if e.counter is None and e.exp is None and e.ctx is None and e.coll is None:
+            try:
+                new: int = _hash(key, kh ^ e.ts ^ NODE_SEEDS[e.node])
+            except KeyError:
+                new = _hash(key, kh ^ e.ts ^ node_seed(e.node))
+        else:
+            new = self.hashes[key] = _hash(key, kh ^ e.state_digest())
+        if new != old:
+            self._leaves[kh >> 52] ^= old ^ new
 
     def write(self, key: bytes, delta: Entry) -> None:
         """A local client write: emitted to the sink, then merged like any other delta."""
@@ -115,7 +213,13 @@ class Keyspace:
     # -- reads ---------------------------------------------------------------------------------
 
     def lookup(self, key: bytes) -> Entry | None:
-        """The live, unexpired entry of a key. An expired key is reaped on the way (lazy)."""
+        """The live, unexpired entry of a key. An expired key is reaped on the way (lazy).
+
+        A key in a leaf known to differ from a peer is handed to ``on_suspect_read`` first
+        (read repair); with no suspect leaf that costs one truthiness test.
+        """
+        if self.suspect:
+            self._suspect_read(key)
         e = self.live.get(key)
         if e is None:
             return None
@@ -129,7 +233,7 @@ class Keyspace:
     def reap(self, key: bytes, e: Entry) -> None:
         """Remove an expired key as an observed-remove, replicated like a DEL."""
         self.expired_keys += 1
-        self.write(key, e.removal())
+        self.remove(key, e)
 
     def expire_cycle(self, limit: int = 200) -> int:
         """Reap up to ``limit`` due keys; the caller repeats while it returns ``limit``."""
@@ -145,5 +249,125 @@ class Keyspace:
         e = self.lookup(key)
         if e is None:
             return False
-        self.write(key, e.removal())
+        self.remove(key, e)
         return True
+
+    def remove(self, key: bytes, e: Entry) -> None:
+        """Observed-remove of everything ``e`` shows, dated by a fresh stamp of this node so
+        that GC keeps the tombstone until the removal itself has reached every member."""
+        self.write(key, e.removal((self.clock.now(), self.node)))
+
+    # -- anti-entropy --------------------------------------------------------------------------
+
+    def _suspect_read(self, key: bytes) -> None:
+        hook = self.on_suspect_read
+        if hook is not None and _hash(key) >> LEAF_SHIFT in self.suspect:
+            hook(key)
+
+    def state_of(self, key: bytes) -> Entry | None:
+        """The key's full state, live or tombstone, to ship to a peer. It is the keyspace's
+        own object: encode it at once and never change it."""
+        e = self.live.get(key)
+        return self.tombstones.get(key) if e is None else e
+
+    def entry_hash(self, key: bytes) -> int:
+        """What the key contributes to its Merkle leaf; 0 for a key this node never saw."""
+        e = self.state_of(key)
+        return 0 if e is None else self.hash_of(key, e)
+
+    def leaf_pairs(self, leaf: int) -> list[tuple[bytes, int]]:
+        """(key, entry hash) of every live or tombstoned key in a leaf; O(keys in the leaf)."""
+        live = self.live
+        hashes = self.hashes
+        out: list[tuple[bytes, int]] = []
+        for k in self.buckets.sets[leaf]:
+            h = hashes.get(k)
+            if h is None:  # plain registers are not cached; anything else is
+                e = live[k]
+                h = self.hash_of(k, e)
+            out.append((k, h))
+        tombstones = self.tombstones
+        out.extend((k, self.hash_of(k, tombstones[k])) for k in self.tomb_buckets.sets[leaf])
+        return out
+
+    def rebuild(self) -> TreeRebuild:
+        """A resumable recomputation of the tree from the states (see TreeRebuild)."""
+        return TreeRebuild(self)
+
+    async def verify_tree(self, budget: int = 2000) -> list[int]:
+        """Rebuild the whole tree in slices of about ``budget`` entries, yielding to the event
+        loop between slices; the leaves that disagreed with the incremental tree (corrected)."""
+        job = TreeRebuild(self)
+        while not job.done:
+            job.step(budget)
+            await asyncio.sleep(0)
+        return job.mismatched
+
+    def forget(self, key: bytes) -> None:
+        """Drop a tombstone altogether (garbage collection): out of the map, index and tree."""
+        e = self.tombstones.pop(key)
+        self.tomb_buckets.discard(key)
+        old = self.hashes.pop(key, None)
+        if old is None:
+            old = entry_hash(key, e)
+        self._leaves[_hash(key) >> LEAF_SHIFT] ^= old
+
+    def collect(self, stable: Mapping[str, int], budget: int) -> int:
+        """One slice of tombstone and metadata garbage collection (store/gc.py): visits about
+        ``budget`` entries, stopping early at the end of a pass over the keyspace; returns the
+        work done, so the caller yields between slices.
+
+        ``stable`` maps node id -> HLC stamp such that every write of that node stamped at or
+        below it has been merged by every member, and no state holding such a write that a
+        member has not merged can still arrive (causal stability)."""
+        return self.gc.step(self, stable, budget)
+
+
+class TreeRebuild:
+    """Recomputes the Merkle leaves from the keys' states from scratch, leaf by leaf.
+
+    Each leaf is recomputed and compared with the incremental tree within one ``step``, so
+    writes merged between steps never make a leaf look wrong; a leaf that differs is recorded
+    in ``mismatched`` and replaced by the recomputed value, and the cached entry hashes of its
+    keys are refreshed. Used to verify the incremental tree, and after loading state that did
+    not come through ``merge``.
+    """
+
+    __slots__ = ("ks", "mismatched", "next_leaf")
+
+    def __init__(self, ks: Keyspace) -> None:
+        self.ks = ks
+        self.next_leaf = 0
+        self.mismatched: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return self.next_leaf >= len(self.ks.merkle.leaves)
+
+    def step(self, budget: int) -> int:
+        """Recompute whole leaves until about ``budget`` entries were hashed (at least one
+        leaf); the number of entries hashed plus leaves visited."""
+        ks = self.ks
+        leaves = ks.merkle.leaves
+        hashes = ks.hashes
+        work = 0
+        while work < budget and self.next_leaf < len(leaves):
+            leaf = self.next_leaf
+            fresh = 0
+            for keys, states in (
+                (ks.buckets.sets[leaf], ks.live),
+                (ks.tomb_buckets.sets[leaf], ks.tombstones),
+            ):
+                for key in keys:
+                    e = states[key]
+                    h = entry_hash(key, e)
+                    if not is_plain(e):
+                        hashes[key] = h
+                    fresh ^= h
+                work += len(keys)
+            if leaves[leaf] != fresh:
+                self.mismatched.append(leaf)
+                leaves[leaf] = fresh
+            self.next_leaf = leaf + 1
+            work += 1
+        return work

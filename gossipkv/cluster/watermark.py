@@ -1,0 +1,304 @@
+"""The GC watermark: which writes every member has merged, and the collection it allows.
+
+``stable[origin] = ts`` means every write of ``origin`` stamped at or below ``ts`` has been
+merged by every member that counts (alive, suspect, or dead for less than the GC horizon).
+The keyspace then forgets tombstones and removal metadata whose stamps are all stable
+(``Keyspace.collect``, run here in bounded slices).
+
+Each origin computes its own frontier and gossips it; nobody else can, because only the origin
+knows which sequence numbers its writes got:
+
+- Every tick the origin samples ``(outbox seq, clock.last)`` in one synchronous step. Any write
+  made after the sample is stamped above ``clock.last`` (the HLC only moves forward), so every
+  write stamped at or below that value has a sequence number at or below the sample's.
+- A peer's acknowledged sequence (``PeerLink.acked``: replication applies each origin's stream
+  in order and never past a gap; a snapshot acknowledges the sequence it covers) therefore
+  vouches for the stamp of the newest sample at or below it. A frame lost to a fault or an
+  overflow stops the peer's cursor at the gap, so the frontier never moves past it.
+- The origin's frontier is the minimum of that over every member that counts; a member without
+  a link, or not yet synced with this run, holds it at 0.
+- ``["wm", origin, epoch, frontier]`` goes by UDP to every live member every tick; a receiver
+  keeps the newest epoch of each origin. The stable vector holds those frontiers (this node's
+  own included). An origin never heard from is absent, so nothing it wrote is ever collected.
+
+A member dead for longer than ``horizon`` seconds stops holding the watermark back: it is
+*expelled*. Its stale state must then never be merged again, since it may hold writes whose
+removals were collected meanwhile: anti-entropy with it is refused both ways and snapshot
+frames from it are dropped, while its ordered stream of its own writes (from the replication
+backlog) is still merged. A node that finds that it expelled peers now back marks itself
+``rejoin_required``; it must be restarted empty to rejoin by snapshot (docs/SEMANTICS.md says
+what it may lose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from gossipkv.cluster.bus import Addr, ClusterBus
+from gossipkv.cluster.member import Member, State
+from gossipkv.cluster.membership import Membership
+from gossipkv.cluster.replication import Replication
+from gossipkv.store.keyspace import Keyspace
+
+log = logging.getLogger("gossipkv.gc")
+
+KIND = "wm"
+MAX_SAMPLES = 4096
+GC_BUDGET = 2000  # entries per collection slice
+GC_SLICE_MS = 20  # at most this long collecting per tick
+GONE = 2**63 - 1  # the frontier of a member that left or was expelled
+
+
+class Watermark:
+    """Frontiers, the stable vector, the horizon, and the periodic collection."""
+
+    def __init__(
+        self,
+        bus: ClusterBus,
+        keyspace: Keyspace,
+        membership: Membership,
+        replication: Replication,
+        horizon: float,
+        interval: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.keyspace = keyspace
+        self.membership = membership
+        self.replication = replication
+        self.horizon = horizon
+        self.interval = interval
+        self.me = membership.me.name
+        self.epoch = 0
+        self._seqs: deque[int] = deque(maxlen=MAX_SAMPLES)
+        self._stamps: deque[int] = deque(maxlen=MAX_SAMPLES)
+        self.frontier = 0  # this node's own, as last computed
+        self.heard: dict[str, tuple[str, int, int]] = {}  # origin -> (run, epoch, frontier)
+        self.last_live: dict[str, float] = {}  # member -> monotonic time last seen alive
+        self.expelled: dict[str, str] = {}  # member -> the replication run it was expelled in
+        self.rejoin_required = False
+        self.departed: set[str] = set()  # members that left gracefully
+        self.collect_passes = 0
+        self._task: asyncio.Task[None] | None = None
+        bus.on_packet(KIND, self._on_packet)
+        membership.listeners.append(self._on_member)
+        replication.refuse_snapshot = self._refuse_snapshot
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = time.monotonic()
+        for name, m in self.membership.members.items():
+            if m.state in (State.ALIVE, State.SUSPECT):
+                self.last_live[name] = now
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="gc-watermark")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.tick()
+                await self.collect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=gc_tick_failed")
+            await asyncio.sleep(self.interval)
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def _on_member(self, m: Member) -> None:
+        if m.name == self.me:
+            return
+        if m.state in (State.ALIVE, State.SUSPECT):
+            if m.name in self.expelled and m.state == State.ALIVE:
+                if not self.rejoin_required:
+                    log.warning(
+                        "event=gc_member_back_after_horizon member=%s: its state is refused; "
+                        "restart whichever side was isolated to rejoin by snapshot", m.name,
+                    )
+                self._back_after_horizon(m.name)
+            self.last_live[m.name] = time.monotonic()
+            self.departed.discard(m.name)
+        elif m.state == State.LEFT:
+            self.last_live.pop(m.name, None)  # a graceful leave flushed everything first
+            self.departed.add(m.name)
+
+    def expelled_by(self, peer: str) -> None:
+        """``peer`` refused this node's state: it was away past the horizon, so it must
+        restart empty to rejoin by snapshot."""
+        if not self.rejoin_required:
+            log.warning(
+                "event=gc_rejoin_required expelled_by=%s: restart this node to rejoin by "
+                "snapshot", peer,
+            )
+        self.rejoin_required = True
+
+    def _back_after_horizon(self, name: str) -> None:
+        # Every peer this node counted was expelled: this node is the one that was away.
+        counted = [n for n in self.last_live if n not in self.expelled]
+        if not counted:
+            self.rejoin_required = True
+
+    def counted(self, now: float | None = None) -> list[str]:
+        """The members that hold the watermark back: alive, suspect, or dead within the
+        horizon. Expels the ones past it."""
+        now = time.monotonic() if now is None else now
+        members = self.membership.members
+        out = []
+        for name, seen in list(self.last_live.items()):
+            m = members.get(name)
+            if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+                if name not in self.expelled:
+                    self.last_live[name] = now
+                    out.append(name)
+                continue
+            if now - seen > self.horizon:
+                if name not in self.expelled:
+                    self.expelled[name] = self._run_of(name)
+                    log.warning(
+                        "event=gc_member_expelled member=%s away_s=%.1f horizon_s=%g",
+                        name, now - seen, self.horizon,
+                    )
+                continue
+            out.append(name)
+        return out
+
+    def _run_of(self, name: str) -> str:
+        inbound = self.replication.inbound.get(name)
+        return inbound.run_id if inbound is not None else ""
+
+    def refused(self, name: str) -> bool:
+        """Whether ``name``'s state must not be merged: it was away past the horizon and
+        has not restarted since. A node that was itself the one away refuses nobody."""
+        run = self.expelled.get(name)
+        if run is None:
+            return False
+        current = self._run_of(name)
+        if current != run:  # restarted empty: its state came from the cluster by snapshot
+            del self.expelled[name]
+            self.last_live[name] = time.monotonic()
+            log.info("event=gc_member_readmitted member=%s", name)
+            return False
+        return not self.rejoin_required
+
+    def _refuse_snapshot(self, name: str, run_id: str) -> bool:
+        run = self.expelled.get(name)
+        if run is None or run != run_id:
+            return False
+        return self.refused(name)
+
+    # -- frontiers ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Sample, compute this node's frontier, tell every live member."""
+        seq = self.replication.seq
+        stamp = self.keyspace.clock.last  # read together with seq: no write in between
+        if self._seqs and self._seqs[-1] == seq:
+            self._stamps[-1] = stamp
+        else:
+            self._seqs.append(seq)
+            self._stamps.append(stamp)
+        self.frontier = self._own_frontier()
+        self.epoch += 1
+        msg = [KIND, self.me, self.replication.run_id, self.epoch, self.frontier]
+        for m in self.membership.members.values():
+            if m.state in (State.ALIVE, State.SUSPECT) and m.name not in self.expelled:
+                self.bus.send_packet(m.cluster_addr, msg)
+
+    def _vouched(self, acked: int) -> int:
+        """The stamp a peer's acknowledged sequence vouches for."""
+        i = bisect.bisect_right(self._seqs, acked)
+        return self._stamps[i - 1] if i else 0
+
+    def _own_frontier(self) -> int:
+        links = self.replication.links
+        lowest: int | None = None
+        for name in self.counted():
+            link = links.get(name)
+            ok = link is not None and link.contiguous >= 0
+            f = self._vouched(link.contiguous) if link is not None and ok else 0
+            lowest = f if lowest is None else min(lowest, f)
+        if lowest is None:  # alone: every write of this node is everywhere it needs to be
+            return self._stamps[-1] if self._stamps else 0
+        return lowest
+
+    def _on_packet(self, msg: list[Any], addr: Addr) -> None:
+        try:
+            _, origin, run, epoch, frontier = msg
+            origin = str(origin)
+            run = str(run)
+            epoch = int(epoch)
+            frontier = int(frontier)
+        except (TypeError, ValueError):
+            return
+        if origin == self.me or self.refused(origin):
+            return
+        prev = self.heard.get(origin)
+        if prev is None or run != prev[0] or epoch > prev[1]:
+            self.heard[origin] = (run, epoch, frontier)
+
+    def stable(self) -> dict[str, int]:
+        """The stable vector: origin -> stamp every counted member has merged up to."""
+        out = {origin: f for origin, (_, _, f) in self.heard.items()}
+        for origin in out:
+            if origin in self.departed or (origin in self.expelled and not self.rejoin_required):
+                # Gone: no state of it is merged any more, and its own stream carries only
+                # writes no one removed. Its stamps must not hold collection back for ever.
+                out[origin] = GONE
+        out[self.me] = self.frontier
+        return out
+
+    # -- collection ---------------------------------------------------------------------------
+
+    async def collect(self) -> int:
+        """One pass (or GC_SLICE_MS of it) of tombstone and metadata collection, in slices
+        with a yield between them."""
+        ks = self.keyspace
+        stable = self.stable()
+        passes = ks.gc.passes
+        work = 0
+        started = time.monotonic()
+        while ks.gc.passes == passes:
+            work += ks.collect(stable, GC_BUDGET)
+            await asyncio.sleep(0)
+            if (time.monotonic() - started) * 1000 > GC_SLICE_MS:
+                break
+        if ks.gc.passes != passes:
+            self.collect_passes += 1
+        return work
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def info(self) -> list[tuple[str, str]]:
+        return [
+            ("gc_horizon_s", f"{self.horizon:g}"),
+            ("gc_frontier", str(self.frontier)),
+            ("gc_stable_origins", str(len(self.heard) + 1)),
+            ("gc_counted_members", str(len(self.counted()))),
+            ("gc_expelled_members", ",".join(sorted(self.expelled))),
+            ("gc_rejoin_required", "1" if self.rejoin_required else "0"),
+            ("gc_passes", str(self.collect_passes)),
+        ]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "horizon_s": self.horizon,
+            "frontier": self.frontier,
+            "stable": self.stable(),
+            "counted": self.counted(),
+            "expelled": sorted(self.expelled),
+            "rejoin_required": self.rejoin_required,
+            "passes": self.collect_passes,
+        }

@@ -1,0 +1,77 @@
+"""Garbage collection of tombstones and of removed-element metadata, in bounded slices.
+
+A tombstone (a key whose every write was observed-removed) is kept so that a late delta merges
+against the removal instead of resurrecting the key; collections keep removal metadata (dot
+contexts, list tombstones) for the same reason. Once every stamp in a state is *stable* (every
+member has merged every write up to it, and none of them can still send an older state) no late
+delta can need that memory any more, so it can go: a stable tombstone is forgotten altogether
+(and XORed out of the Merkle tree), and a live entry drops what ``Entry.collect`` finds
+collectable. The cluster computes ``stable`` from what every member has acknowledged.
+
+The sweep walks the Merkle leaves (the hash-prefix buckets) in order, a slice at a time, so its
+work per call is bounded and no dict is iterated across a yield.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from gossipkv.store.buckets import BUCKET_COUNT
+from gossipkv.store.merkle import is_plain
+
+if TYPE_CHECKING:
+    from gossipkv.store.entry import Entry
+    from gossipkv.store.keyspace import Keyspace
+
+
+class Collector:
+    """The sweep's position and its counters (shown by INFO, section Gc)."""
+
+    __slots__ = ("cursor", "elements_collected", "passes", "tombstones_collected")
+
+    def __init__(self) -> None:
+        self.cursor = 0  # the next bucket to visit
+        self.passes = 0  # full passes over the keyspace completed
+        self.tombstones_collected = 0
+        self.elements_collected = 0
+
+    def step(self, ks: Keyspace, stable: Mapping[str, int], budget: int) -> int:
+        """Visit whole buckets until about ``budget`` entries were looked at (at least one
+        bucket) or a pass ends; the entries plus buckets visited."""
+        work = 0
+        tomb_sets = ks.tomb_buckets.sets
+        live_sets = ks.buckets.sets
+        tombstones = ks.tombstones
+        live = ks.live
+        while True:
+            b = self.cursor
+            work += len(tomb_sets[b])
+            for key in list(tomb_sets[b]):
+                e = tombstones[key]
+                if e.is_stable(stable):
+                    ks.forget(key)
+                    self.tombstones_collected += 1
+                else:
+                    self._collect(ks, key, e, stable)
+            keys = live_sets[b]
+            for key in list(keys):
+                e = live[key]
+                if not is_plain(e):  # a plain register keeps no removal metadata
+                    self._collect(ks, key, e, stable)
+            work += len(keys) + 1
+            self.cursor = b + 1
+            if self.cursor == BUCKET_COUNT:
+                self.cursor = 0
+                self.passes += 1
+                return work
+            if work >= budget:
+                return work
+
+    def _collect(self, ks: Keyspace, key: bytes, e: Entry, stable: Mapping[str, int]) -> None:
+        old = ks.hash_of(key, e)
+        n = e.collect(stable)
+        if n:
+            self.elements_collected += n
+            ks.hashes.pop(key, None)  # the entry may have become plain
+            ks.rehash(key, e, old)
