@@ -172,7 +172,7 @@ def test_spop_picks_draw_every_live_member_once_while_adds_and_removes_interleav
     s.merge(s.add(lambda: next(clock), "a", [b"m%d" % i for i in range(50)]))
     popped: list[bytes] = []
     for _ in range(20):
-        m = s.take_random(rnd.random)
+        m = s.random_member(rnd.randrange, take=True)
         popped.append(m)
         s.merge(s.remove([m]))
     s.merge(s.remove([b"m49", b"m48"]))  # removed behind the pool's back
@@ -180,7 +180,7 @@ def test_spop_picks_draw_every_live_member_once_while_adds_and_removes_interleav
     live = set(s)
     drawn = []
     while len(s):
-        m = s.take_random(rnd.random)
+        m = s.random_member(rnd.randrange, take=True)
         assert m in s
         drawn.append(m)
         s.merge(s.remove([m]))

@@ -164,7 +164,6 @@ class AntiEntropy:
     ) -> None:
         self.bus = bus
         self.keyspace = keyspace
-        self.store = keyspace
         self.membership = membership
         self.replication = replication
         self.interval = interval
@@ -291,7 +290,7 @@ class AntiEntropy:
         self, peer: str, addr: Addr, s: Summary, repair: bool,
         progress: Callable[[Summary], None],
     ) -> None:
-        tree = self.store.merkle
+        tree = self.keyspace.merkle
         # Every operation of the peer's stream up to this cursor is in the peer's state now:
         # an exchange that ends in sync heals any gap below it (replication.gaps).
         run, cursor = self.replication.inbound_cursor(peer)
@@ -330,7 +329,7 @@ class AntiEntropy:
             # be blocked writing answers we have not read yet); what is buffered is bounded
             # by the window.
             window: deque[dict[int, bytes]] = deque()
-            chunks = iter(_chunks_of_pairs(self.store, differing))
+            chunks = iter(_chunks_of_pairs(self.keyspace, differing))
             while True:
                 started = time.monotonic()
                 chunk = next(chunks, None)
@@ -365,7 +364,7 @@ class AntiEntropy:
     async def _walk_level(self, st: _Stream, level: int, indices: list[int]) -> list[int]:
         """Compare the children of every given node of ``level``; return the differing ones
         (indices at level + 1). One round trip, the requests split into bounded frames."""
-        tree = self.store.merkle
+        tree = self.keyspace.merkle
         fanout = tree.fanout
         chunks = [indices[i:i + KIDS_PER_FRAME] for i in range(0, len(indices), KIDS_PER_FRAME)]
         for chunk in chunks:
@@ -410,7 +409,7 @@ class AntiEntropy:
         s = st.summary
         assert s is not None
         ks = self.keyspace
-        store = self.store
+        store = self.keyspace
         back: list[bytes] = []
         while True:
             msg = await st.recv("diff")
@@ -447,7 +446,7 @@ class AntiEntropy:
         """Re-compare the repaired leaves; those equal now leave the suspect set, both sides."""
         if not leaves:
             return
-        tree = self.store.merkle
+        tree = self.keyspace.merkle
         fanout = tree.fanout
         level = tree.depth - 1
         st.send(["leafh", leaves])
@@ -484,8 +483,8 @@ class AntiEntropy:
             ])
             return
         self.served += 1
-        tree = self.store.merkle
-        store = self.store
+        tree = self.keyspace.merkle
+        store = self.keyspace
         ks = self.keyspace
         changed: list[int] = []
         run, cursor = "", -1
@@ -544,7 +543,7 @@ class AntiEntropy:
     async def _answer_pairs(
         self, st: _Stream, peer: str, wire: list[Any], repair: bool
     ) -> None:
-        store = self.store
+        store = self.keyspace
         states: list[list[Any]] = []
         wanted: list[int] = []
         compared = 0
@@ -576,11 +575,11 @@ class AntiEntropy:
         st.send(["diff", states, wanted, compared, False])
 
     def _state_item(self, key: bytes, eh: int, repair: bool) -> list[Any]:
-        e = self.store.state_of(key) if repair else None
+        e = self.keyspace.state_of(key) if repair else None
         return [key, None if e is None else e.encode(), eh]
 
     def _leaf_hashes(self, leaves: list[int]) -> list[int]:
-        tree = self.store.merkle
+        tree = self.keyspace.merkle
         fanout = tree.fanout
         level = tree.depth - 1
         cache: dict[int, list[int]] = {}
@@ -593,7 +592,7 @@ class AntiEntropy:
         return out
 
     def _read_repair_answer(self, items: list[Any]) -> list[list[Any]]:
-        store = self.store
+        store = self.keyspace
         out: list[list[Any]] = []
         for key, enc in items:
             if enc is not None:
@@ -606,14 +605,14 @@ class AntiEntropy:
     # -- suspect leaves and read repair -------------------------------------------------------
 
     def _mark(self, leaf: int, peer: str) -> None:
-        self.store.suspect.add(leaf)
+        self.keyspace.suspect.add(leaf)
         self._suspect_peer[leaf] = peer
 
     def _unmark(self, leaf: int, peer: str) -> None:
         if self._suspect_peer.get(leaf) == peer:
             del self._suspect_peer[leaf]
             self._repaired.pop(leaf, None)
-            self.store.suspect.discard(leaf)
+            self.keyspace.suspect.discard(leaf)
 
     def _clear_peer(self, peer: str) -> None:
         for leaf in [lf for lf, p in self._suspect_peer.items() if p == peer]:
@@ -623,14 +622,14 @@ class AntiEntropy:
         return [lf for lf, p in self._suspect_peer.items() if p == peer]
 
     def suspect_leaves(self) -> int:
-        return len(self.store.suspect)
+        return len(self.keyspace.suspect)
 
     def _on_suspect_read(self, key: bytes) -> None:
         """A client read a key of a suspect leaf: repair that key with the peer, right after."""
-        leaf = self.store.merkle.leaf_of(key)
+        leaf = self.keyspace.merkle.leaf_of(key)
         peer = self._suspect_peer.get(leaf)
         if peer is None:
-            self.store.suspect.discard(leaf)
+            self.keyspace.suspect.discard(leaf)
             return
         done = self._repaired.get(leaf)
         if done is not None and key in done:
@@ -663,7 +662,7 @@ class AntiEntropy:
     async def repair_keys(self, peer: str, keys: Iterable[bytes]) -> int:
         """Targeted repair of some keys with one peer: both sides end with the join of the two
         states. Returns how many keys changed here."""
-        store = self.store
+        store = self.keyspace
         keys = list(keys)
         items = []
         for key in keys:

@@ -129,7 +129,7 @@ def spop(s: Session, argv: list[bytes]) -> Reply:
     if cur is None:
         return None if count is None else RespSet()
     if count is None:
-        popped = [cur.take_random(random.random)]
+        popped = [cur.random_member(random.randrange, take=True)]
     elif count == 0:
         return RespSet()
     else:

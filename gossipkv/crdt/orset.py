@@ -198,8 +198,11 @@ class ORSet:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.members)
 
-    def random_member(self, randrange: Callable[[int], int]) -> bytes:
-        """A uniformly random member of a non-empty set, amortised O(1) over a run of picks."""
+    def random_member(self, randrange: Callable[[int], int], take: bool = False) -> bytes:
+        """A uniformly random member of a non-empty set, amortised O(1) over a run of picks.
+
+        With ``take`` (SPOP, whose caller removes the member from the set) the pick leaves
+        the pick pool at once, so a run of pops draws only live members."""
         members = self.members
         if not members:
             raise ValueError("no member to pick from an empty set")
@@ -209,32 +212,15 @@ class ORSet:
         while pool:
             i = randrange(len(pool))
             m = pool[i]
-            if m in members:
+            live = m in members
+            if live and not take:
                 return m
-            pool[i] = pool[-1]  # removed since the pool was built: drop it for good
+            pool[i] = pool[-1]  # taken, or removed since the pool was built: gone for good
             pool.pop()
-        self._pool = None
-        return self.random_member(randrange)
-
-    def take_random(self, random: Callable[[], float]) -> bytes:
-        """SPOP's pick: a uniformly random member of a non-empty set, dropped from the pick
-        pool at once (the caller removes it from the set), so a run of pops draws only live
-        members, O(1) each. ``random`` returns a float in [0, 1)."""
-        members = self.members
-        if not members:
-            raise ValueError("no member to pick from an empty set")
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = list(members)
-        while pool:
-            i = int(random() * len(pool))
-            m = pool[i]
-            pool[i] = pool[-1]
-            pool.pop()
-            if m in members:
+            if live:
                 return m
         self._pool = None
-        return self.take_random(random)
+        return self.random_member(randrange, take)
 
     # -- mutators: each returns a delta ---------------------------------------------------------
 
