@@ -42,6 +42,9 @@ class NodeConfig:
     backlog_bytes: int = 256 * 2**20
     # Fault injection (the admin endpoint's /chaos): for chaos testing only, off by default.
     chaos: bool = False
+    # How a known peer past the replication backlog catches up: "auto" (an anti-entropy
+    # exchange when few keys can differ, else a snapshot), "anti-entropy" or "snapshot".
+    overrun: str = "auto"
     # Seconds between anti-entropy exchanges with a random peer (jittered); 0 turns them off.
     anti_entropy_interval: float = 10.0
     # Seconds a dead member keeps holding back tombstone GC; None: the profile's default.
@@ -157,6 +160,7 @@ def check_port(what: str, port: int, allow_zero: bool = True) -> None:
         raise ValueError(f"{what} {port} is out of range")
 
 
+OVERRUN_MODES = ("auto", "anti-entropy", "snapshot")
 _CLUSTER_SECONDS = ("anti_entropy_interval", "gc_horizon", "gc_interval")
 _CLUSTER_INTS = ("cluster_port", "admin_port", "backlog_ops", "backlog_bytes")
 
@@ -192,6 +196,10 @@ def _apply_cluster(cfg: NodeConfig, table: dict[str, Any], path: Path) -> None:
             if value < 0 or (key != "anti_entropy_interval" and value <= 0):
                 raise ConfigError(f"{where} must be positive")
             setattr(cfg, key, float(value))
+        elif key == "overrun":
+            if value not in OVERRUN_MODES:
+                raise ConfigError(f"{where} must be one of {', '.join(OVERRUN_MODES)}")
+            cfg.overrun = value
         elif key == "chaos":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false")

@@ -152,6 +152,7 @@ class Node:
         replication = Replication(
             self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes
         )
+        replication.overrun = cfg.overrun
         membership = Membership(self.bus, me, PROFILES[cfg.profile])
         antientropy = AntiEntropy(
             self.bus, self.keyspace, membership, replication, cfg.anti_entropy_interval

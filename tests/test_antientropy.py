@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gossipkv.admin.chaos import request as chaos
+from gossipkv.admin.report import fetch
 from gossipkv.store.entry import Entry
 from gossipkv.store.keyspace import Keyspace
 from tests.cluster_procs import ClusterNode, start_cluster, stop_all
@@ -215,5 +216,40 @@ def test_periodic_exchanges_converge_three_nodes(tmp_path: Path) -> None:
         assert all(n.dbsize() == 100 for n in nodes)
         # Each of the 100 missing copies was repaired by exactly one exchange.
         assert sum(int(info(n)["ae_total_differences"]) for n in nodes) == 100
+    finally:
+        stop_all(nodes)
+
+
+def peer_row(node: ClusterNode, peer: str) -> dict[str, Any]:
+    rows = fetch("127.0.0.1", node.admin_port)["replication"]["peers"]
+    return next(r for r in rows if r["name"] == peer)
+
+
+def test_a_peer_past_the_backlog_is_healed_by_an_exchange_not_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "small-backlog.toml"
+    config.write_text('[cluster]\nbacklog_ops = 50\noverrun = "anti-entropy"\n')
+    nodes = start_cluster(tmp_path, 2, admin=True, extra=[*NO_PERIODIC, "--config", str(config)])
+    a, b = nodes
+    try:
+        snapshots = peer_row(a, b.name)["snapshots_sent"]
+        chaos("127.0.0.1", a.admin_port, "POST", {"peer": b.name, "action": "cut"})
+        keys = names("o", 300)  # six times the backlog
+        try:
+            wait_for(lambda: peer_row(a, b.name)["state"] != "streaming", 10, "the link cut")
+            with a.client() as c:
+                pipe = c.pipeline(transaction=False)
+                for k in keys:
+                    pipe.set(k, f"v-{k}")
+                pipe.execute()
+        finally:
+            chaos("127.0.0.1", a.admin_port, "DELETE")
+        # Periodic exchanges are off: only the exchange the overrun asks for can heal b.
+        wait_for(lambda: b.dbsize() == len(keys), 30, "b healed after the overrun")
+        assert a.digest() == b.digest()
+        row = peer_row(a, b.name)
+        assert row["overruns"] >= 1
+        assert row["snapshots_sent"] == snapshots
     finally:
         stop_all(nodes)

@@ -423,6 +423,10 @@ def test_config_file_cluster_table(tmp_path: Path) -> None:
     bad.write_text('[cluster]\nprofile = "fast"\n')
     result = serve("-c", str(bad))
     assert result.returncode == 2 and "cluster.profile must be one of" in result.stderr
+    bad.write_text('[cluster]\noverrun = "sometimes"\n')
+    result = serve("-c", str(bad))
+    assert result.returncode == 2
+    assert "cluster.overrun must be one of auto, anti-entropy, snapshot" in result.stderr
 
 
 def _local_cluster_base() -> int:

@@ -185,6 +185,7 @@ class AntiEntropy:
         self._repaired: dict[int, set[bytes]] = {}
         self._repair_queue: dict[str, set[bytes]] = {}
         self._repair_tasks: dict[str, asyncio.Task[None]] = {}
+        self._soon: dict[str, asyncio.Task[None]] = {}
         bus.on_stream(HELLO, self._serve)
         keyspace.on_suspect_read = self._on_suspect_read
 
@@ -201,13 +202,34 @@ class AntiEntropy:
             )
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._loop_task, *self._repair_tasks.values()] if t is not None]
+        tasks = [
+            t for t in [self._loop_task, *self._repair_tasks.values(), *self._soon.values()]
+            if t is not None
+        ]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
         self._loop_task = None
+
+    def exchange_soon(self, peer: str) -> None:
+        """An exchange with ``peer`` as soon as the running one ends: replication asks for it
+        when the peer's stream said the operations past its backlog are lost to streaming."""
+        task = self._soon.get(peer)
+        if task is not None and not task.done():
+            return
+        self._soon[peer] = asyncio.get_running_loop().create_task(
+            self._exchange_soon(peer), name=f"anti-entropy-{peer}"
+        )
+
+    async def _exchange_soon(self, peer: str) -> None:
+        try:
+            await self.exchange(peer)
+        except AntiEntropyError as e:
+            log.info("event=ae_failed peer=%s error=%s", peer, e)
+        except Exception:
+            log.exception("event=ae_crashed peer=%s", peer)
 
     async def _periodic(self) -> None:
         """An exchange with a random live peer every ``interval`` (jittered +-25%); an exchange

@@ -59,6 +59,8 @@ class Cluster:
         self.replication = replication
         self.antientropy = antientropy
         self.watermark = watermark
+        if antientropy is not None:
+            replication.on_overrun = antientropy.exchange_soon
         if antientropy is not None and watermark is not None:
             antientropy.refuse = watermark.refused
             antientropy.on_expelled = watermark.expelled_by

@@ -49,6 +49,8 @@ BYTES_PER_FRAME = 256 * 1024
 CONNECT_TIMEOUT = 2.0  # connect and first answer
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
+# "auto" overrun: an exchange when at most 1/64 of the keys can differ, else a snapshot.
+OVERRUN_EXCHANGE_SHARE = 64
 ACK_PACE = 0.0005  # seconds between acks of one stream under load
 
 # Link states, as peers() reports them.
@@ -98,6 +100,7 @@ class PeerLink:
         "addr",
         "contiguous",
         "name",
+        "overruns",
         "received_bytes",
         "sent_bytes",
         "sent_ops",
@@ -120,6 +123,7 @@ class PeerLink:
         self.received_bytes = 0
         self.sent_ops = 0
         self.snapshots_sent = 0
+        self.overruns = 0  # catch-ups left to anti-entropy instead of a snapshot
         self.snapshot_covers = 0  # the sequence number the snapshot in progress covers
         self.task: asyncio.Task[None] | None = None  # None once disconnected
         self.up = False
@@ -210,6 +214,10 @@ class Replication:
         self.gaps: dict[str, int] = {}
         # (peer, run) -> drop its snapshot frames: it was away past the GC horizon.
         self.refuse_snapshot: Callable[[str, str], bool] = _accept
+        # How a known peer past the backlog catches up: "auto", "anti-entropy" or "snapshot";
+        # and what runs the exchange when a peer's stream says this node is the one behind.
+        self.overrun = "snapshot"
+        self.on_overrun: Callable[[str], None] = _ignore_peer
         bus.on_stream(HELLO, self._serve)
 
     @property
@@ -337,8 +345,10 @@ class Replication:
 
     async def _send(self, link: PeerLink, writer: asyncio.StreamWriter, resume: int) -> None:
         outbox = self.outbox
-        if resume < 0 or resume > outbox.seq or not outbox.holds(resume + 1):
+        if resume < 0 or resume > outbox.seq:
             nxt = await self._snapshot(link, writer, resume)
+        elif not outbox.holds(resume + 1):
+            nxt = await self._catch_up(link, writer, resume)
         else:
             nxt = resume + 1
         link.state = STREAMING
@@ -350,7 +360,7 @@ class Replication:
                 log.info(
                     "event=backlog_overrun peer=%s next=%d first=%d", link.name, nxt, outbox.first
                 )
-                nxt = await self._snapshot(link, writer, nxt - 1)
+                nxt = await self._catch_up(link, writer, nxt - 1)
                 link.state = STREAMING
                 continue
             if not self.bus.allow(HELLO, link.addr, "out"):  # chaos also cuts open streams
@@ -376,6 +386,31 @@ class Replication:
             await writer.drain()
             if nxt <= outbox.seq:
                 await asyncio.sleep(0)  # more to send: let clients in between frames
+
+    def heals_by_exchange(self, missed: int) -> bool:
+        """Whether a peer that missed ``missed`` operations past the backlog catches up by an
+        anti-entropy exchange rather than a snapshot. An exchange costs per differing key, a
+        snapshot per key held: "auto" takes the exchange while the keys the missed operations
+        can have touched are a small share of the keyspace."""
+        if self.overrun != "auto":
+            return self.overrun == "anti-entropy"
+        keys = len(self.keyspace.live) + len(self.keyspace.tombstones)
+        return min(missed, keys) * OVERRUN_EXCHANGE_SHARE <= keys
+
+    async def _catch_up(self, link: PeerLink, writer: asyncio.StreamWriter, had: int) -> int:
+        """A known peer is past the backlog: a snapshot, or (see heals_by_exchange) an
+        "overrun" frame telling it the operations up to now are lost to streaming; the peer
+        then runs an anti-entropy exchange, which ships what differs. Returns the next seq."""
+        last = self.outbox.seq
+        if not self.heals_by_exchange(last - had):
+            return await self._snapshot(link, writer, had)
+        frame = pack(["overrun", had + 1, last])
+        writer.write(frame)
+        link.sent_bytes += len(frame)
+        link.overruns += 1
+        log.info("event=overrun_exchange peer=%s first=%d last=%d", link.name, had + 1, last)
+        await writer.drain()
+        return last + 1
 
     async def _snapshot(self, link: PeerLink, writer: asyncio.StreamWriter, had: int) -> int:
         """Send every key's full state, covering operations up to S; returns S + 1."""
@@ -513,6 +548,10 @@ class Replication:
                 elif kind == "lost":  # chaos on the sender dropped these operations
                     self._skip(run_id, int(msg[1]), int(msg[2]))
                     acks.ack()
+                elif kind == "overrun":  # past the sender's backlog: heal by an exchange
+                    self._skip(run_id, int(msg[1]), int(msg[2]))
+                    acks.ack()
+                    self.on_overrun(peer)
                 elif kind == "snap":
                     if self.refuse_snapshot(peer, run_id):
                         refused = True
@@ -689,11 +728,12 @@ class Replication:
                     received_bytes=link.received_bytes,
                     sent_ops=link.sent_ops,
                     snapshots_sent=link.snapshots_sent,
+                    overruns=link.overruns,
                 )
             else:
                 row.update(
                     addr="", state=DOWN, acked_seq=-1, lag_ops=0, lag_ms=0.0, sent_bytes=0,
-                    received_bytes=0, sent_ops=0, snapshots_sent=0,
+                    received_bytes=0, sent_ops=0, snapshots_sent=0, overruns=0,
                 )
             if inbound is not None:
                 row["sent_bytes"] += inbound.sent_bytes
@@ -712,3 +752,7 @@ class Replication:
 
 def _accept(peer: str, run_id: str) -> bool:
     return False
+
+
+def _ignore_peer(peer: str) -> None:
+    return None

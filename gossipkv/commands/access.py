@@ -61,37 +61,37 @@ def write_coll(s: Session, key: bytes, delta: object, creating: bool = False) ->
     e = ks.live.get(key)
     if (
         e is not None
-        and e.coll is not None
         and not e.ts  # no string part: the stamp must cover nothing the delta does not remove
         and e.counter is None
-        and _empties(e.visible_coll(), delta)
+        and (c := e.coll) is not None
+        # a lone collection with no string part is the visible one (Entry.visible_coll)
+        and _empties(e.visible_coll() if c.__class__ is dict else c, delta)
     ):
         ks.write(key, Entry(coll=delta, ctx={ks.node: ks.clock.now()}))  # type: ignore[arg-type]
         return
-    ks.write(key, Entry(coll=delta))  # type: ignore[arg-type]
+    # positional: cheaper than keywords on every collection write
+    ks.write(key, Entry(0, "", None, None, None, None, delta))  # type: ignore[arg-type]
 
 
 def _empties(cur: object, delta: object) -> bool:
     """Whether ``delta`` removes every element ``cur`` shows and adds none: O(1), from the
     counts a removal delta names (a hash's dead counter fields make it answer no)."""
-    if isinstance(delta, ORSet):
+    if type(cur) is not type(delta):  # class identity: cheaper than isinstance per kind
+        return False
+    if type(delta) is ORSet and type(cur) is ORSet:
         return (
-            isinstance(cur, ORSet) and not delta.members and delta.scope is not None
+            not delta.members and delta.scope is not None
             and len(delta.scope) >= len(cur.members)
         )
-    if isinstance(delta, RGA):
+    if type(delta) is RGA and type(cur) is RGA:
+        return not delta.elements and bool(delta.gone) and len(delta.gone) >= len(cur)
+    if type(delta) is ZSet and type(cur) is ZSet:
+        # a state lists its live members only, so its dict's size is its length
+        n = len(cur) if cur.delta else len(cur.members)
+        return len(delta.members) >= n and not any(delta.members.values())
+    if type(delta) is ORMap and type(cur) is ORMap:
         return (
-            isinstance(cur, RGA) and bool(delta.gone) and not delta.elements
-            and len(delta.gone) >= len(cur)
-        )
-    if isinstance(delta, ZSet):
-        return (
-            isinstance(cur, ZSet) and len(delta.members) >= len(cur)
-            and not any(delta.members.values())
-        )
-    if isinstance(delta, ORMap):
-        return (
-            isinstance(cur, ORMap) and delta.scope is not None
+            delta.scope is not None
             and len(delta.scope) >= len(cur.fields)
             and all(v is None for _, v in delta.items())
         )

@@ -340,7 +340,7 @@ def _zadd_one(s: Session, key: bytes, score: float, member: bytes) -> int:
         return 0
     ks = s.server.keyspace
     state = z if z is not None else _EMPTY
-    _write(s, key, state.add(member, score + 0.0, ks.clock.now(), ks.node), z is None)
+    write_coll(s, key, state.add(member, score + 0.0, ks.clock.now(), ks.node), z is None)
     return 1 if cur is None else 0
 
 
@@ -669,7 +669,7 @@ def _pop(s: Session, argv: list[bytes], rev: bool) -> Reply:
         return []
     if count == -1:  # the plain pop: one entry, a flat reply in both protocols
         score, member = z.entry(-1 if rev else 0)
-        _write(s, argv[1], z.remove((member,)), False)
+        write_coll(s, argv[1], z.remove((member,)))
         return [member, score]
     n = len(z)
     take = min(n, count)

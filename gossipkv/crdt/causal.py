@@ -46,27 +46,35 @@ def dot_bytes(ts: int, node: str) -> bytes:
 
 
 _MASK = (1 << 64) - 1
-_SEEDS: dict[str, tuple[int, int, int]] = {}
+class _Seeds(dict[str, tuple[int, int, int]]):
+    """Node id -> its seeds. Subscripting is one C-level lookup (no Python call per hashed
+    part, as a lookup function would cost); an id not seen before is hashed on the miss."""
+
+    def __missing__(self, node: str) -> tuple[int, int, int]:
+        b = node.encode()
+        s = self[node] = (hash_bytes(b, 1), hash_bytes(b, 2), hash_bytes(b, 3))
+        return s
+
+
+# Three independent 64-bit hashes of each node id (cached: ids are few), so that a part's hash
+# can take up to three nodes as a seed instead of hashing their bytes each time.
+SEEDS = _Seeds()
 
 
 def node_seeds(node: str) -> tuple[int, int, int]:
-    """Three independent 64-bit hashes of a node id (cached: ids are few), so that a part's
-    hash can take up to three nodes as a seed instead of hashing their bytes each time."""
-    s = _SEEDS.get(node)
-    if s is None:
-        b = node.encode()
-        s = _SEEDS[node] = (hash_bytes(b, 1), hash_bytes(b, 2), hash_bytes(b, 3))
-    return s
+    """``SEEDS[node]``, for callers off the hot paths."""
+    return SEEDS[node]
 
 
 def dot_hash(dot: Dot, seed: int = 0) -> int:
-    return hash_bytes(_Q(dot[0] & _MASK), node_seeds(dot[1])[0] ^ seed)
+    return hash_bytes(_Q(dot[0] & _MASK), SEEDS[dot[1]][0] ^ seed)
 
 
 def dots_hash(dots: Iterable[Dot], seed: int) -> int:
     h = 0
+    seeds = SEEDS
     for ts, node in dots:
-        h ^= hash_bytes(_Q(ts & _MASK), node_seeds(node)[0] ^ seed)
+        h ^= hash_bytes(_Q(ts & _MASK), seeds[node][0] ^ seed)
     return h
 
 
@@ -107,10 +115,12 @@ class DotContext:
         vector, whose entries may cover dots of this cloud."""
         vv = self.vv
         raised = False
-        for node, ts in other.vv.items():
-            if ts > vv.get(node, -1):
-                vv[node] = ts
-                raised = True
+        ovv = other.vv
+        if ovv:  # most deltas name removed dots only
+            for node, ts in ovv.items():
+                if ts > vv.get(node, -1):
+                    vv[node] = ts
+                    raised = True
         ocloud = other.cloud
         if ocloud:
             cloud = self.cloud
@@ -164,7 +174,8 @@ class DotContext:
         return c
 
     def max_ts(self) -> int:
-        m = max(self.vv.values(), default=0)
+        vv = self.vv
+        m = max(vv.values()) if vv else 0
         for ts, _ in self.cloud:
             if ts > m:
                 m = ts

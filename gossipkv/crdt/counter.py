@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import xxhash
+
 from gossipkv.crdt.numeric import INT64_MAX, INT64_MIN, Number, add, subtract
 
 Version = tuple[int, Number]  # (HLC timestamp of the node's latest increment, its running total)
@@ -69,6 +71,15 @@ class Counter:
                 if ts > stable.get(node_of(actor), -1):
                     return False
         return True
+
+    def digest(self) -> int:
+        """A stable 64-bit hash of totals and floor, equal for equal encodings."""
+        h = 0
+        for tag, d in ((b"t", self.totals), (b"f", self.floor)):
+            for actor, (ts, v) in d.items():
+                value = b"i%d" % v if isinstance(v, int) else b"d" + str(v).encode()
+                h ^= xxhash.xxh3_64_intdigest(b"%b%b %d %b" % (tag, actor.encode(), ts, value))
+        return h
 
     def encode(self) -> list[Any]:
         return [_encode_versions(self.totals), _encode_versions(self.floor)]

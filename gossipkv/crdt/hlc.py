@@ -29,7 +29,9 @@ class HLC:
 
     def now(self) -> int:
         """A fresh timestamp; the logical part absorbs a wall clock that stalls or steps back."""
-        pt = self._wall_ms() << LOGICAL_BITS
+        wall = self._wall_ms
+        # The real clock read inline: one Python call less on every write.
+        pt = (time.time_ns() // 1_000_000 if wall is _wall_ms else wall()) << LOGICAL_BITS
         last = self.last
         ts = pt if pt > last else last + 1
         self.last = ts

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from gossipkv.crdt.causal import DotContext, combine, dot_bytes, hash_bytes, node_seeds
+from gossipkv.crdt.causal import SEEDS, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
 from gossipkv.crdt.counter import Counter
 from gossipkv.crdt.numeric import (
@@ -84,7 +84,7 @@ def _field_hash(name: bytes, fs: FieldState) -> int:
     """The hash of one field's state: its name, its writes, its counter."""
     if fs.__class__ is tuple:  # one write: ts and name length packed, its node as the seed
         r: Reg = fs
-        return hash_bytes(_QI(r[0], len(name)) + name + r[2], node_seeds(r[1])[0])
+        return hash_bytes(_QI(r[0], len(name)) + name + r[2], SEEDS[r[1]][0])
     head = b"%d:" % len(name) + name
     f: Field = fs  # type: ignore[assignment]
     parts = [head]
@@ -196,7 +196,8 @@ class ORMap:
                     if h is not None:
                         h ^= _field_hash(name, packed)
         self._h = h
-        ctx.join(octx)
+        if octx.vv or octx.cloud:  # a write to new fields observed nothing
+            ctx.join(octx)
         self.scope = None  # what was merged into is a state now, no longer one write's delta
 
     # -- what a reader sees -------------------------------------------------------------------

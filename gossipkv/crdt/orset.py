@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from gossipkv.crdt.causal import Dot, DotContext, combine, dot_bytes, hash_bytes, node_seeds
+from gossipkv.crdt.causal import SEEDS, Dot, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
 
 # A member's dots. One dot, the common case, is stored as one int, (ts << 16) | the node's
@@ -72,7 +72,7 @@ def _member_hash(m: bytes, d: Dots) -> int:
     """The hash of one member's state: its name and its dots (one dot: its ts after the name,
     its node's hash as the seed)."""
     if d.__class__ is int:
-        return hash_bytes(m + _Q(d >> 16), node_seeds(_NODE_OF[d & 0xFFFF])[0])
+        return hash_bytes(m + _Q(d >> 16), SEEDS[_NODE_OF[d & 0xFFFF]][0])
     return hash_bytes(m + b"".join(dot_bytes(*x) for x in sorted(_dots(d))) + b"%d" % len(m), 7)
 
 
@@ -154,17 +154,19 @@ class ORSet:
                     mine[m] = packed
                     if h is not None:
                         h ^= _member_hash(m, packed)
-        if octx:
+        ovv = octx.vv
+        ocloud = octx.cloud
+        if ovv or ocloud:  # DotContext.__bool__, inlined
             gone: list[bytes] = []
             scope = other.scope
-            candidates = (
-                ((m, mine[m]) for m in scope if m in mine) if scope is not None else mine.items()
-            )
-            for m, d in candidates:
-                if m in theirs:
+            for m in mine if scope is None else scope:
+                d = mine.get(m)
+                if d is None or m in theirs:
                     continue
-                if d.__class__ is int:
-                    if octx.contains(_dot(d)):
+                if d.__class__ is int:  # octx.contains(_dot(d)), inlined: one dot, packed
+                    ts: int = d >> 16
+                    node = _NODE_OF[d & 0xFFFF]
+                    if ts <= ovv.get(node, -1) or (ts, node) in ocloud:
                         gone.append(m)
                 else:
                     kept = {x for x in _dots(d) if not octx.contains(x)}
@@ -238,12 +240,16 @@ class ORSet:
         """SREM: observed-remove; the context names exactly the dots this replica saw."""
         cloud: set[Dot] = set()
         mine = self.members
-        members = list(members)
+        seen: list[bytes] = []
         for m in members:
             d = mine.get(m)
             if d is not None:
-                cloud.update(_dots(d))
-        return ORSet(None, DotContext(None, cloud), frozenset(m for m in members if m in mine))
+                if d.__class__ is int:
+                    cloud.add((d >> 16, _NODE_OF[d & 0xFFFF]))
+                else:
+                    cloud.update(d)  # type: ignore[arg-type]
+                seen.append(m)
+        return ORSet(None, DotContext(None, cloud), frozenset(seen))
 
     def removal(self) -> ORSet:
         cloud: set[Dot] = set()
@@ -259,9 +265,15 @@ class ORSet:
     # -- wire form, clock, digest ---------------------------------------------------------------
 
     def max_ts(self) -> int:
-        m = self.ctx.max_ts()
+        ctx = self.ctx
+        m = ctx.max_ts() if ctx.vv or ctx.cloud else 0
         for d in self.members.values():
-            for ts, _ in _dots(d):
+            if d.__class__ is int:  # one packed dot: no tuple built (the keyspace asks deltas)
+                ts: int = d >> 16
+                if ts > m:
+                    m = ts
+                continue
+            for ts, _ in d:  # type: ignore[union-attr]
                 if ts > m:
                     m = ts
         return m

@@ -27,7 +27,7 @@ from contextlib import suppress
 from itertools import islice
 from typing import Any, ClassVar
 
-from gossipkv.crdt.causal import combine, dot_hash, dots_hash, hash_bytes, node_seeds
+from gossipkv.crdt.causal import SEEDS, combine, dot_hash, dots_hash, hash_bytes
 from gossipkv.crdt.collection import register
 
 Dot = tuple[int, str]
@@ -51,9 +51,9 @@ def _element_hash(i: Dot, e: Element) -> int:
     ref = e.ref
     v = e.value
     st = e.stamp
-    seed = node_seeds(i[1])[0] ^ node_seeds(st[1])[2]
+    seed = SEEDS[i[1]][0] ^ SEEDS[st[1]][2]
     if ref is not None:
-        seed ^= node_seeds(ref[1])[1]
+        seed ^= SEEDS[ref[1]][1]
     flags = (ref is None) | (v is None) << 1
     return hash_bytes(
         _PACK(i[0], ref[0] if ref is not None else 0, st[0], flags) + (v if v is not None else b""),
@@ -240,10 +240,12 @@ class RGA:
     # -- what a reader sees --------------------------------------------------------------------
 
     def alive(self) -> bool:
-        return bool(self.order())
+        order = self._order  # order(), inlined: asked on every write and read
+        return bool(order if order is not None else self.order())
 
     def __len__(self) -> int:
-        return len(self.order())
+        order = self._order
+        return len(order if order is not None else self.order())
 
     def value_at(self, index: int) -> bytes:
         """The value at a non-negative index below len()."""

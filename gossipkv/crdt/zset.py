@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Self
 
 from sortedcontainers import SortedList
 
-from gossipkv.crdt.causal import DotContext, combine, dot_bytes, hash_bytes, node_seeds
+from gossipkv.crdt.causal import SEEDS, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
 
 Record = tuple[int, str, float, bool]  # (HLC ts, node, amount, is_set)
@@ -56,7 +56,7 @@ def _member_hash(member: bytes, records: Records) -> int:
     after the name, its node as the seed)."""
     if len(records) == 1:
         r = records[0]
-        return hash_bytes(member + _QDB(r[0], r[2], r[3]), node_seeds(r[1])[0])
+        return hash_bytes(member + _QDB(r[0], r[2], r[3]), SEEDS[r[1]][0])
     parts = [b"%d:" % len(member), member]
     for r in records:
         parts.append(dot_bytes(r[0], r[1]) + _DOUBLE.pack(r[2]) + (b"s" if r[3] else b"i"))
@@ -183,10 +183,20 @@ class ZSet:
             mine_stored = members.get(member, ())
             if mine_stored == stored:
                 continue
-            mine, theirs = _unpack(mine_stored), _unpack(stored)
+            # _unpack, inlined: a lone record is stored bare
+            mine: Records = (
+                (mine_stored,)  # type: ignore[assignment]
+                if mine_stored and mine_stored[0].__class__ is int
+                else mine_stored
+            )
+            theirs: Records = (
+                (stored,)  # type: ignore[assignment]
+                if stored and stored[0].__class__ is int
+                else stored
+            )
             kept: Records
             if not mine:  # a new member: what the other side has that was not removed here
-                if not ctx:
+                if not ctx.vv and not ctx.cloud:  # DotContext.__bool__, inlined
                     kept = theirs
                 elif len(theirs) == 1:
                     kept = () if _seen(ctx, theirs[0]) else theirs
@@ -194,7 +204,9 @@ class ZSet:
                     kept = tuple(r for r in theirs if not _seen(ctx, r))
             elif not theirs:  # a removal: what it did not observe stays
                 if len(mine) == 1:
-                    kept = () if _seen(octx, mine[0]) else mine
+                    r = mine[0]  # _seen(octx, r), inlined
+                    seen = r[0] <= octx.vv.get(r[1], -1) or (r[0], r[1]) in octx.cloud
+                    kept = () if seen else mine
                 else:
                     kept = tuple(r for r in mine if not _seen(octx, r))
             elif len(mine) == 1 and len(theirs) == 1:  # the common update: one record each
@@ -220,7 +232,7 @@ class ZSet:
                 rest = tuple(r for r in mine if not _seen(octx, r))
                 if len(rest) != len(mine):
                     self._set(member, mine, rest)
-        if octx:
+        if octx.vv or octx.cloud:
             ctx.join(octx)
 
     def settle(self) -> None:
@@ -246,16 +258,25 @@ class ZSet:
         )
 
     def _set(self, member: bytes, old: Records, new: Records) -> None:
-        if self._h is not None:
+        h = self._h
+        if h is not None:
             if old:
-                self._h ^= _member_hash(member, old)
+                h ^= _member_hash(member, old)
             if new:
-                self._h ^= _member_hash(member, new)
+                h ^= _member_hash(member, new)
+            self._h = h
+        # sort_key and score_of inlined for the lone record: this runs on every change
         if old:
-            self.index.remove(sort_key(score_of(old), member))
+            self.index.remove(
+                _score_bytes(old[0][2] if len(old) == 1 else score_of(old)) + member
+            )
         if new:
-            self.members[member] = _pack(new)
-            self.index.add(sort_key(score_of(new), member))
+            if len(new) == 1:
+                self.members[member] = new[0]
+                self.index.add(_score_bytes(new[0][2]) + member)
+            else:
+                self.members[member] = new
+                self.index.add(_score_bytes(score_of(new)) + member)
         else:
             self.members.pop(member, None)
 
@@ -270,8 +291,10 @@ class ZSet:
         (ts, node) must be fresh for every record.
         """
         d = ZSet(delta=True) if into is None else into
-        d._observe(_unpack(self.members.get(member, ())))
-        d._put(member, ((ts, node, score, True),))
+        stored = self.members.get(member)
+        if stored:  # a new member observes nothing: the delta keeps the shared empty context
+            d._observe(_unpack(stored))
+        d.members[member] = (ts, node, score, True)  # a lone record is stored bare (_pack)
         return d
 
     def incr(self, member: bytes, by: float, ts: int, node: str, into: ZSet | None = None) -> ZSet:
@@ -286,11 +309,13 @@ class ZSet:
     def remove(self, members: Iterable[bytes], into: ZSet | None = None) -> ZSet:
         """ZREM and friends: observed-remove of the given members' records."""
         d = ZSet(delta=True) if into is None else into
+        mine = self.members
+        listed = d.members
         for member in members:
-            stored = self.members.get(member)
+            stored = mine.get(member)
             if stored:
                 d._observe(_unpack(stored))
-                d._put(member, ())
+                listed[member] = ()  # _put(member, ()), inlined
         return d
 
     def _put(self, member: bytes, records: Records) -> None:
@@ -324,11 +349,20 @@ class ZSet:
     # -- bookkeeping -----------------------------------------------------------------------------
 
     def max_ts(self) -> int:
-        m = self.ctx.max_ts()
+        ctx = self.ctx
+        m = ctx.max_ts() if ctx.vv or ctx.cloud else 0
         for stored in self.members.values():
-            for r in _unpack(stored):
-                if r[0] > m:
-                    m = r[0]
+            if not stored:
+                continue
+            first = stored[0]
+            if first.__class__ is int:  # a lone record (see Stored): no 1-tuple built
+                if first > m:
+                    m = first
+                continue
+            for r in stored:
+                ts: int = r[0]  # type: ignore[index,assignment]
+                if ts > m:
+                    m = ts
         return m
 
     def encode(self) -> list[Any]:

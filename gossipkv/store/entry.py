@@ -90,6 +90,7 @@ class Entry:
             and d.exp is None
             and d.ctx is None
             and self.coll.__class__ is dc.__class__
+            and dc.__class__ is not dict  # two clashing states join part by part, below
         ):
             self.coll.merge(dc)  # type: ignore[union-attr,arg-type]  # a collection write: the common case
             return
@@ -353,6 +354,14 @@ class Entry:
             and c.__class__ is not dict
         ):
             return c.digest()  # type: ignore[union-attr]  # a pure collection key
+        if c is None and self.exp is None and self.ctx is None:
+            # A register with a counter (INCR's keys): no encoding, a hash per actor.
+            v = self.value
+            h = int(xxhash.xxh3_64_intdigest(
+                b"%d %b %d " % (self.ts, self.node.encode(), -1 if v is None else len(v))
+                + (v or b"")
+            ))
+            return h if self.counter is None else h ^ self.counter.digest()
         head = [
             self.ts,
             self.node,

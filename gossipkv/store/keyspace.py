@@ -94,48 +94,89 @@ class Keyspace:
         """Join a CRDT state into the key's state. The keyspace may adopt ``delta``."""
         live = self.live
         e = live.get(key)
-        if (
-            e is not None
-            and delta.counter is None
-            and delta.exp is None
-            and delta.ctx is None
-            and e.counter is None
-            and e.ctx is None
-            and delta.coll is None
-            and e.coll is None
-        ):
-            # The common overwrite: a plain value onto a plain live value. Only the LWW
-            # register can change; liveness and the expiry index cannot. A plain register
-            # hashes from its dot (store/merkle.py), so the leaf changes in O(1) and only
-            # when the delta wins; one with an expiry register hashes by its digest.
-            ts = delta.ts
-            if ts > e.ts or (ts == e.ts and delta.node > e.node):
-                if e.exp is None:
-                    seeds = NODE_SEEDS
-                    kh = _hash(key)
-                    try:
-                        x = _hash(key, kh ^ e.ts ^ seeds[e.node]) ^ _hash(
-                            key, kh ^ ts ^ seeds[delta.node]
-                        )
-                    except KeyError:  # a node id not seen before
-                        x = _hash(key, kh ^ e.ts ^ node_seed(e.node)) ^ _hash(
-                            key, kh ^ ts ^ node_seed(delta.node)
-                        )
-                    self._leaves[kh >> 52] ^= x
-                    e.ts = ts
-                    e.node = delta.node
-                    e.value = delta.value
+        if e is not None:
+            dc = delta.coll
+            if dc is None:
+                if (
+                    delta.counter is None
+                    and delta.exp is None
+                    and delta.ctx is None
+                    and e.counter is None
+                    and e.ctx is None
+                    and e.coll is None
+                ):
+                    # The common overwrite: a plain value onto a plain live value. Only the LWW
+                    # register can change; liveness and the expiry index cannot. A plain register
+                    # hashes from its dot (store/merkle.py), so the leaf changes in O(1) and only
+                    # when the delta wins; one with an expiry register hashes by its digest.
+                    ts = delta.ts
+                    if ts > e.ts or (ts == e.ts and delta.node > e.node):
+                        if e.exp is None:
+                            seeds = NODE_SEEDS
+                            kh = _hash(key)
+                            try:
+                                x = _hash(key, kh ^ e.ts ^ seeds[e.node]) ^ _hash(
+                                    key, kh ^ ts ^ seeds[delta.node]
+                                )
+                            except KeyError:  # a node id not seen before
+                                x = _hash(key, kh ^ e.ts ^ node_seed(e.node)) ^ _hash(
+                                    key, kh ^ ts ^ node_seed(delta.node)
+                                )
+                            self._leaves[kh >> 52] ^= x
+                            e.ts = ts
+                            e.node = delta.node
+                            e.value = delta.value
+                        else:
+                            old = self.hash_of(key, e)
+                            e.ts = ts
+                            e.node = delta.node
+                            e.value = delta.value
+                            self.rehash(key, e, old)
+                    if ts > self.clock.last:
+                        self.clock.last = ts
+                    for hook in self.on_change:
+                        hook(key, e)
+                    return
+            elif (
+                (c := e.coll).__class__ is dc.__class__
+                and c.__class__ is not dict  # a type clash on both sides: Entry.merge
+                and not e.ts
+                and not delta.ts
+                and e.counter is None
+                and delta.counter is None
+                and e.exp is None
+                and delta.exp is None
+                and e.ctx is None
+                and delta.ctx is None
+            ):
+                # A collection write onto a live pure collection key of its kind (every
+                # data-type command): the entry is its collection, so its state digest is
+                # the collection's and its liveness the collection's (Entry.visible_coll).
+                kh = _hash(key)
+                hashes = self.hashes
+                cached = hashes.get(key)
+                was = entry_hash(key, e) if cached is None else cached
+                c.merge(dc)  # type: ignore[union-attr,arg-type]
+                now: int = _hash(key, kh ^ c.digest())  # type: ignore[union-attr]
+                hashes[key] = now
+                if now != was:
+                    self._leaves[kh >> 52] ^= was ^ now
+                clock = self.clock
+                ts = dc.max_ts()  # type: ignore[union-attr]
+                if ts > clock.last:
+                    clock.last = ts
+                if c.alive():  # type: ignore[union-attr]
+                    if key in self.expiry.deadlines:
+                        self.expiry.set(key, e.deadline())
                 else:
-                    old = self.hash_of(key, e)
-                    e.ts = ts
-                    e.node = delta.node
-                    e.value = delta.value
-                    self.rehash(key, e, old)
-            if ts > self.clock.last:
-                self.clock.last = ts
-            for hook in self.on_change:
-                hook(key, e)
-            return
+                    self.tombstones[key] = e
+                    del live[key]
+                    self.expiry.set(key, 0)
+                    self.buckets.discard(key)
+                    self.tomb_buckets.add(key)
+                for hook in self.on_change:
+                    hook(key, e)
+                return
         was_live = e is not None
         was_tomb = False
         if e is None:
