@@ -74,6 +74,13 @@ class ListenError(Exception):
         self.what = what
 
 
+def _distinct(what: str, host: str, port: int, taken: dict[str, int]) -> None:
+    """ListenError when ``port`` is one this node already uses for something else."""
+    for other, used in taken.items():
+        if port and port == used:
+            raise ListenError(what, host, port, OSError(errno.EINVAL, f"it is the {other} port"))
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -126,6 +133,9 @@ class Node:
     async def _start_cluster(self) -> None:
         cfg = self.config
         cluster_port = cfg.resolved_cluster_port(self.server.port)
+        # The client socket is bound but not yet listening, so the OS would let the bus bind
+        # the same port; refuse that here rather than serve neither properly.
+        _distinct("cluster", cfg.host, cluster_port, {"client": self.server.port})
         self.bus = ClusterBus(cfg.host, cluster_port)
         try:
             await self.bus.start()
@@ -138,6 +148,10 @@ class Node:
             self.bus.install_faults(faults)
             log.warning("event=chaos_enabled node=%s", self.keyspace.node)
         if cfg.admin_port:
+            _distinct(
+                "admin", cfg.host, cfg.admin_port,
+                {"client": self.server.port, "cluster": self.bus.port},
+            )
             admin = AdminServer(cfg.host, cfg.admin_port, self.status, faults)
             try:
                 await admin.start()

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from tests.servers import ROOT, ServerProcess, answers_ping, free_port, wait_for
+from tests.servers import ROOT, ServerProcess, answers_ping, free_ports, wait_for
 
 REGIONS = ("eu", "us", "ap", "sa", "af")
 
@@ -108,9 +108,10 @@ def new_node(
     args = ["--profile", profile, "--log-level", "info", *extra]
     if seeds:
         args += ["--seeds", ",".join(f"127.0.0.1:{s.cluster_port}" for s in seeds)]
+    port, cluster_port, admin_port = free_ports(3)
     return ClusterNode(
-        name or f"{region}-{index + 1}", region, free_port(), free_port(),
-        free_port() if admin else 0, tmp, args,
+        name or f"{region}-{index + 1}", region, port, cluster_port,
+        admin_port if admin else 0, tmp, args,
     )
 
 

@@ -18,9 +18,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+_GIVEN: set[int] = set()  # ports handed out by this test process, never handed out twice
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports, none handed out before by this process: a port released
+    and asked for again is often handed out again, and the nodes of a cluster are given their
+    ports before any of them binds."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                ports.append(port)
+        return ports
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import gossipkv
-from tests.servers import ROOT, ServerProcess, free_port, start_gossipkv, wait_for
+from tests.servers import ROOT, ServerProcess, free_port, free_ports, start_gossipkv, wait_for
 
 
 def gossipkv_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -91,6 +91,16 @@ def test_taken_port_is_one_line_and_exit_2() -> None:
         port = holder.getsockname()[1]
         result = gossipkv_cli("serve", "--port", str(port))
     assert_one_line_error(result, f"127.0.0.1:{port}", "address already in use")
+
+
+def test_one_port_for_two_roles_is_one_line_and_exit_2() -> None:
+    port, other = free_ports(2)
+    result = gossipkv_cli("serve", "--port", str(port), "--cluster-port", str(port))
+    assert_one_line_error(result, f"127.0.0.1:{port} (cluster port)", "it is the client port")
+    result = gossipkv_cli(
+        "serve", "--port", str(port), "--cluster-port", str(other), "--admin-port", str(other)
+    )
+    assert_one_line_error(result, f"127.0.0.1:{other} (admin port)", "it is the cluster port")
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from tests.cluster_procs import (
     wait_formed,
     write_concurrently,
 )
-from tests.servers import ROOT, ServerProcess, answers_ping, free_port, wait_for
+from tests.servers import ROOT, ServerProcess, answers_ping, free_port, free_ports, wait_for
 
 COUNTERS = [f"counter:{i}" for i in range(4)]
 SHARED = [f"shared:{i}" for i in range(16)]
@@ -402,7 +402,7 @@ def test_bad_cluster_flags_are_one_line_and_exit_2(args: tuple[str, ...], fragme
 
 
 def test_config_file_cluster_table(tmp_path: Path) -> None:
-    port, cluster_port = free_port(), free_port()
+    port, cluster_port = free_ports(2)
     path = tmp_path / "node.toml"
     path.write_text(
         f'[node]\nname = "conf-1"\nregion = "eu"\nport = {port}\n'
