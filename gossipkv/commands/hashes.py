@@ -140,9 +140,9 @@ def hincrby(s: Session, argv: list[bytes]) -> Reply:
     total = current + by
     if total > INT64_MAX or total < INT64_MIN:
         raise ErrorReply(errors.OVERFLOW)
+    ks = s.server.keyspace
     base = _counting_state(s, key, m)
-    write_coll(s, key, base.increment(s.server.keyspace.clock.now(), s.server.keyspace.actor,
-                                      name, by), creating)
+    write_coll(s, key, base.increment(ks.clock.now(), ks.actor, name, by), creating)
     return total
 
 

@@ -72,6 +72,19 @@ class Element:
         self.stamp = stamp
 
 
+def _restate(i: Dot, e: Element, value: bytes | None, stamp: Dot, h: int | None) -> int | None:
+    """Give element ``i`` a new value and stamp, keeping the digest ``h`` (when kept) up to
+    date: the element's old hash out, its new one in. A removed element keeps no stamp of its
+    own (``stamp`` is then its id)."""
+    if h is not None:
+        h ^= _element_hash(i, e)
+    e.value = value
+    e.stamp = stamp
+    if h is not None:
+        h ^= _element_hash(i, e)
+    return h
+
+
 class RGA:
     """The state of one list, and equally a delta of it."""
 
@@ -135,20 +148,9 @@ class RGA:
                 self._place(i, mine)
             elif mine.value is not None:
                 if e.value is None:
-                    if h is not None:
-                        h ^= _element_hash(i, mine)
-                    mine.value = None
-                    mine.stamp = i
-                    if h is not None:
-                        h ^= _element_hash(i, mine)
-                    self._hide(i)
+                    h = self._remove(i, mine, h)
                 elif e.stamp > mine.stamp:
-                    if h is not None:
-                        h ^= _element_hash(i, mine)
-                    mine.value = e.value
-                    mine.stamp = e.stamp
-                    if h is not None:
-                        h ^= _element_hash(i, mine)
+                    h = _restate(i, mine, e.value, e.stamp, h)
         for i in other.gone:
             mine = elements.get(i)
             if mine is None:
@@ -157,14 +159,14 @@ class RGA:
                     if h is not None:
                         h ^= dot_hash(i, _SEED_GONE)
             elif mine.value is not None:
-                if h is not None:
-                    h ^= _element_hash(i, mine)
-                mine.value = None
-                mine.stamp = i
-                if h is not None:
-                    h ^= _element_hash(i, mine)
-                self._hide(i)
+                h = self._remove(i, mine, h)
         self._h = h
+
+    def _remove(self, i: Dot, mine: Element, h: int | None) -> int | None:
+        """A visible element removed by a merge; returns the digest with it restated."""
+        h = _restate(i, mine, None, i, h)
+        self._hide(i)
+        return h
 
     def _place(self, i: Dot, e: Element) -> None:
         """Put a newly merged element into the visible order, or mark the order stale."""

@@ -78,22 +78,30 @@ class Entry:
             _copy_coll(self.coll),
         )
 
+    def sole_coll(self) -> Collection | None:
+        """The collection when this entry is nothing else (every data-type write's delta and
+        an untouched collection key): merge, stamps and digest then defer to it alone."""
+        c = self.coll
+        if (
+            c is not None
+            and not self.ts
+            and self.counter is None
+            and self.exp is None
+            and self.ctx is None
+            and c.__class__ is not dict
+        ):
+            return c  # type: ignore[return-value]
+        return None
+
     # -- the join ----------------------------------------------------------------------------
 
     def merge(self, d: Entry) -> None:
         """Join ``d`` into this state. Never keeps a reference to ``d``'s mutable parts."""
-        dc = d.coll
-        if (
-            dc is not None
-            and not d.ts
-            and d.counter is None
-            and d.exp is None
-            and d.ctx is None
-            and self.coll.__class__ is dc.__class__
-            and dc.__class__ is not dict  # two clashing states join part by part, below
-        ):
-            self.coll.merge(dc)  # type: ignore[union-attr,arg-type]  # a collection write: the common case
+        sole = d.sole_coll()
+        if sole is not None and self.coll.__class__ is sole.__class__:
+            self.coll.merge(sole)  # a collection write: the common case
             return
+        dc = d.coll
         if d.ts and wins(d.ts, d.node, self.ts, self.node):
             self.ts = d.ts
             self.node = d.node
@@ -265,16 +273,9 @@ class Entry:
 
     def stamps(self) -> int:
         """The greatest HLC timestamp in this state, for the clock to observe."""
-        c = self.coll
-        if (
-            c is not None
-            and not self.ts
-            and self.counter is None
-            and self.exp is None
-            and not self.ctx
-            and c.__class__ is not dict
-        ):
-            return c.max_ts()  # type: ignore[union-attr]  # a collection's delta
+        c = self.sole_coll()
+        if c is not None:
+            return c.max_ts()  # a collection's delta
         m = self.ts
         if self.exp is not None and self.exp[0] > m:
             m = self.exp[0]
@@ -344,16 +345,10 @@ class Entry:
         is hashed from its encoding; each collection contributes its own digest, which it
         keeps up to date per change, so this is O(1)-ish even for a huge collection.
         """
+        sole = self.sole_coll()
+        if sole is not None:
+            return sole.digest()  # a pure collection key
         c = self.coll
-        if (
-            c is not None
-            and not self.ts
-            and self.counter is None
-            and self.exp is None
-            and self.ctx is None
-            and c.__class__ is not dict
-        ):
-            return c.digest()  # type: ignore[union-attr]  # a pure collection key
         if c is None and self.exp is None and self.ctx is None:
             # A register with a counter (INCR's keys): no encoding, a hash per actor.
             v = self.value

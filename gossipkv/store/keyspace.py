@@ -27,6 +27,7 @@ from gossipkv.store.merkle import (
     Merkle,
     entry_hash,
     is_plain,
+    keyed_hash,
     node_seed,
 )
 
@@ -138,16 +139,9 @@ class Keyspace:
                         hook(key, e)
                     return
             elif (
-                (c := e.coll).__class__ is dc.__class__
-                and c.__class__ is not dict  # a type clash on both sides: Entry.merge
-                and not e.ts
-                and not delta.ts
-                and e.counter is None
-                and delta.counter is None
-                and e.exp is None
-                and delta.exp is None
-                and e.ctx is None
-                and delta.ctx is None
+                (c := e.sole_coll()) is not None
+                and c.__class__ is dc.__class__
+                and delta.sole_coll() is dc
             ):
                 # A collection write onto a live pure collection key of its kind (every
                 # data-type command): the entry is its collection, so its state digest is
@@ -156,16 +150,16 @@ class Keyspace:
                 hashes = self.hashes
                 cached = hashes.get(key)
                 was = entry_hash(key, e) if cached is None else cached
-                c.merge(dc)  # type: ignore[union-attr,arg-type]
-                now: int = _hash(key, kh ^ c.digest())  # type: ignore[union-attr]
+                c.merge(dc)
+                now: int = _hash(key, kh ^ c.digest())
                 hashes[key] = now
                 if now != was:
                     self._leaves[kh >> 52] ^= was ^ now
                 clock = self.clock
-                ts = dc.max_ts()  # type: ignore[union-attr]
+                ts = dc.max_ts()
                 if ts > clock.last:
                     clock.last = ts
-                if c.alive():  # type: ignore[union-attr]
+                if c.alive():
                     if key in self.expiry.deadlines:
                         self.expiry.set(key, e.deadline())
                 else:
@@ -222,10 +216,8 @@ class Keyspace:
             hook(key, e)
 
     def hash_of(self, key: bytes, e: Entry) -> int:
-        """The entry hash ``e`` (the key's current state) contributes to the tree."""
-        if e.counter is None and e.exp is None and e.ctx is None and e.coll is None:
-            plain: int = _hash(key, _hash(key) ^ e.ts ^ node_seed(e.node))
-            return plain
+        """The entry hash ``e`` (the key's current state) contributes to the tree: cached for
+        an entry that is not plain (its digest is not free), computed for a plain one."""
         h = self.hashes.get(key)
         return entry_hash(key, e) if h is None else h
 
@@ -236,13 +228,9 @@ class Keyspace:
         plain entry here has no cached hash; GC, which can, drops the cached one first.
         """
         kh: int = _hash(key)
-        if e.counter is None and e.exp is None and e.ctx is None and e.coll is None:
-            try:
-                new: int = _hash(key, kh ^ e.ts ^ NODE_SEEDS[e.node])
-            except KeyError:
-                new = _hash(key, kh ^ e.ts ^ node_seed(e.node))
-        else:
-            new = self.hashes[key] = _hash(key, kh ^ e.state_digest())
+        new = keyed_hash(key, kh, e)
+        if not is_plain(e):
+            self.hashes[key] = new
         if new != old:
             self._leaves[kh >> 52] ^= old ^ new
 

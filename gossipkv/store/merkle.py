@@ -61,10 +61,16 @@ def entry_hash(key: bytes, e: Entry) -> int:
     (a pipelined burst: y12 at ts+12, y16 at ts+16). Mixing xxh3_64(key) into the seed makes
     the seeds of two different keys differ at random, whatever their stamps.
     """
-    kh: int = _hash(key)
-    if e.counter is None and e.exp is None and e.ctx is None and e.coll is None:
-        return _hash(key, kh ^ e.ts ^ node_seed(e.node))
-    return _hash(key, kh ^ e.state_digest())
+    return keyed_hash(key, _hash(key), e)
+
+
+def keyed_hash(key: bytes, kh: int, e: Entry) -> int:
+    """entry_hash for a caller that already holds ``kh``, xxh3_64(key)."""
+    if is_plain(e):
+        plain: int = _hash(key, kh ^ e.ts ^ node_seed(e.node))
+        return plain
+    h: int = _hash(key, kh ^ e.state_digest())
+    return h
 
 
 def leaf_of(key: bytes) -> int:
