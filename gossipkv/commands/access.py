@@ -35,7 +35,7 @@ def lookup_coll(s: Session, key: bytes, cls: type[C]) -> C | None:
     if e is None:
         return None
     coll = e.visible_coll()
-    if coll is None or coll.__class__ is not cls:
+    if coll is None or type(coll) is not cls:
         raise ErrorReply(errors.WRONGTYPE)
     return coll
 
@@ -65,7 +65,7 @@ def write_coll(s: Session, key: bytes, delta: object, creating: bool = False) ->
         and e.counter is None
         and (c := e.coll) is not None
         # a lone collection with no string part is the visible one (Entry.visible_coll)
-        and _empties(e.visible_coll() if c.__class__ is dict else c, delta)
+        and _empties(e.visible_coll() if type(c) is dict else c, delta)
     ):
         ks.write(key, Entry(coll=delta, ctx={ks.node: ks.clock.now()}))  # type: ignore[arg-type]
         return

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from gossipkv.commands.replies import ErrorReply
 
-SYNTAX = "ERR syntax error"
-WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
-NOT_INTEGER = "ERR value is not an integer or out of range"
-NOT_FLOAT = "ERR value is not a valid float"
-OVERFLOW = "ERR increment or decrement would overflow"
-NAN_OR_INF = "ERR increment would produce NaN or Infinity"
-NO_SUCH_KEY = "ERR no such key"
-NOAUTH = "NOAUTH Authentication required."
-WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
-STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
-INVALID_EXPIRE = "ERR invalid expire time in '{}' command"
-DB_INDEX_OUT_OF_RANGE = "ERR DB index is out of range"
+SYNTAX: Final = "ERR syntax error"
+WRONGTYPE: Final = "WRONGTYPE Operation against a key holding the wrong kind of value"
+NOT_INTEGER: Final = "ERR value is not an integer or out of range"
+NOT_FLOAT: Final = "ERR value is not a valid float"
+OVERFLOW: Final = "ERR increment or decrement would overflow"
+NAN_OR_INF: Final = "ERR increment would produce NaN or Infinity"
+NO_SUCH_KEY: Final = "ERR no such key"
+NOAUTH: Final = "NOAUTH Authentication required."
+WRONGPASS: Final = "WRONGPASS invalid username-password pair or user is disabled."
+STRING_TOO_LONG: Final = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+INVALID_EXPIRE: Final = "ERR invalid expire time in '{}' command"
+DB_INDEX_OUT_OF_RANGE: Final = "ERR DB index is out of range"
 
 
 def wrong_arity(name: str) -> ErrorReply:

@@ -11,6 +11,7 @@ import random
 from bisect import bisect_left
 from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
 import xxhash
 
@@ -32,21 +33,21 @@ from gossipkv.crdt.numeric import (
 from gossipkv.crdt.ormap import ORMap
 from gossipkv.store.glob import compile_glob
 
-NOT_INTEGER_VALUE = "ERR hash value is not an integer"
-NOT_FLOAT_VALUE = "ERR hash value is not a float"
-NAN_OR_INFINITY = "ERR value is NaN or Infinity"
-OUT_OF_RANGE = "ERR value is out of range"
-COUNT_OUT_OF_RANGE = (
+NOT_INTEGER_VALUE: Final = "ERR hash value is not an integer"
+NOT_FLOAT_VALUE: Final = "ERR hash value is not a float"
+NAN_OR_INFINITY: Final = "ERR value is NaN or Infinity"
+OUT_OF_RANGE: Final = "ERR value is out of range"
+COUNT_OUT_OF_RANGE: Final = (
     "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807"
 )
 
 # Redis keeps a hash as a listpack while it has at most this many fields, none longer than
 # LISTPACK_VALUE bytes; HSCAN then returns it whole in one call.
-LISTPACK_ENTRIES = 128
-LISTPACK_VALUE = 64
-SCAN_DEFAULT_COUNT = 10
+LISTPACK_ENTRIES: Final = 128
+LISTPACK_VALUE: Final = 64
+SCAN_DEFAULT_COUNT: Final = 10
 
-_EMPTY = ORMap()
+_EMPTY: Final = ORMap()
 
 
 def _write_state(s: Session, key: bytes) -> tuple[ORMap, bool]:

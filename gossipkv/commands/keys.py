@@ -8,7 +8,7 @@ run in the order Redis runs them, so that the first error reported is the same o
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gossipkv.commands import errors
 from gossipkv.commands.replies import OK, ErrorReply, Reply, Status
@@ -19,25 +19,25 @@ from gossipkv.store.entry import Entry, assign, expire
 from gossipkv.store.glob import compile_glob
 from gossipkv.store.keyspace import Keyspace
 
-STRING = Status(b"string")
-NONE = Status(b"none")
+STRING: Final = Status(b"string")
+NONE: Final = Status(b"none")
 
-ULONG_MAX = 2**64 - 1
+ULONG_MAX: Final = 2**64 - 1
 # C's LLONG_MAX / 1000 and LLONG_MIN / 1000 (division truncates toward zero).
 _SECONDS_MAX = INT64_MAX // 1000
-_SECONDS_MIN = -_SECONDS_MAX
-_C_SPACE = b" \t\n\v\f\r"
-_CURSOR = re.compile(rb"([+-]?)([0-9]+)")
-_SCAN_DEFAULT_COUNT = 10
-RANDOMKEY_TRIES = 100
+_SECONDS_MIN: Final = -_SECONDS_MAX
+_C_SPACE: Final = b" \t\n\v\f\r"
+_CURSOR: Final = re.compile(rb"([+-]?)([0-9]+)")
+_SCAN_DEFAULT_COUNT: Final = 10
+RANDOMKEY_TRIES: Final = 100
 
-EXPIRE_NX = 1
-EXPIRE_XX = 2
-EXPIRE_GT = 4
-EXPIRE_LT = 8
+EXPIRE_NX: Final = 1
+EXPIRE_XX: Final = 2
+EXPIRE_GT: Final = 4
+EXPIRE_LT: Final = 8
 
 
-_KIND_NAMES: dict[str, Status] = {}
+_KIND_NAMES: Final[dict[str, Status]] = {}
 
 
 def type_name(e: Entry) -> Status:

@@ -14,9 +14,8 @@ a key are served first come, first served.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import lookup_coll, lookup_read, write_coll
@@ -27,14 +26,14 @@ from gossipkv.crdt.numeric import parse_int, parse_long_double
 from gossipkv.crdt.rga import RGA
 from gossipkv.store.entry import Entry
 
-_EMPTY = RGA()
-_LONG_MAX = 2**63 - 1
+_EMPTY: Final = RGA()
+_LONG_MAX: Final = 2**63 - 1
 
-NOT_POSITIVE = "ERR value is out of range, must be positive"
-INDEX_OUT_OF_RANGE = "ERR index out of range"
-TIMEOUT_NOT_FLOAT = "ERR timeout is not a float or out of range"
-TIMEOUT_NEGATIVE = "ERR timeout is negative"
-RANK_ZERO = (
+NOT_POSITIVE: Final = "ERR value is out of range, must be positive"
+INDEX_OUT_OF_RANGE: Final = "ERR index out of range"
+TIMEOUT_NOT_FLOAT: Final = "ERR timeout is not a float or out of range"
+TIMEOUT_NEGATIVE: Final = "ERR timeout is negative"
+RANK_ZERO: Final = (
     "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... "
     "or use negative to start from the end of the list"
 )
@@ -458,13 +457,10 @@ class Blocking:
                 waiters = self.by_key.get(key)
 
 
-_BLOCKING: weakref.WeakKeyDictionary[Server, Blocking] = weakref.WeakKeyDictionary()
-
-
 def _blocking(server: Server) -> Blocking:
-    b = _BLOCKING.get(server)
+    b: Blocking | None = server.blocking
     if b is None:
-        b = _BLOCKING[server] = Blocking(server)
+        b = server.blocking = Blocking(server)
     return b
 
 

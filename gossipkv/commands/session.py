@@ -54,6 +54,8 @@ class Server:
         # Set by the node when it runs in a cluster (MEET, MEMBERS, WAIT, INFO replication).
         self.cluster: ClusterControl | None = None
         self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
+        # The blocked clients of BLPOP/BRPOP/BLMOVE (commands/lists.py), made on first use.
+        self.blocking: Any = None
 
     @property
     def requirepass(self) -> str:

@@ -9,6 +9,7 @@ the *STORE commands replace the target as a DEL of what was seen plus fresh adds
 from __future__ import annotations
 
 import random
+from typing import Final
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import lookup_coll, lookup_read, scan_page, write_coll
@@ -20,8 +21,8 @@ from gossipkv.crdt.numeric import parse_int
 from gossipkv.crdt.orset import ORSet
 from gossipkv.store.glob import compile_glob
 
-_EMPTY = ORSet()
-_LONG_MAX = 2**63 - 1
+_EMPTY: Final = ORSet()
+_LONG_MAX: Final = 2**63 - 1
 
 
 def _set(s: Session, key: bytes) -> ORSet | None:
@@ -324,4 +325,4 @@ def sscan(s: Session, argv: list[bytes]) -> Reply:
     return [b"%d" % next_cursor, members]
 
 
-_SMALL_SET = 128  # returned whole by SSCAN
+_SMALL_SET: Final = 128  # returned whole by SSCAN

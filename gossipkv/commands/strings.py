@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
 from gossipkv.commands import errors
 from gossipkv.commands.replies import OK, ErrorReply, Reply
@@ -25,10 +26,10 @@ from gossipkv.crdt.numeric import (
 from gossipkv.store.entry import Entry, assign, expire, increment, increment_to
 from gossipkv.store.keyspace import Keyspace
 
-PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
+PROTO_MAX_BULK_LEN: Final = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
 
-OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
-DECREMENT_OVERFLOW = "ERR decrement would overflow"
+OFFSET_OUT_OF_RANGE: Final = "ERR offset is out of range"
+DECREMENT_OVERFLOW: Final = "ERR decrement would overflow"
 
 # SET and GETEX options, as flags.
 _NX, _XX, _GET, _KEEPTTL, _PERSIST, _EX, _PX, _EXAT, _PXAT = (1 << i for i in range(9))
@@ -39,7 +40,7 @@ _RELATIVE = _EX | _PX
 # Option name -> (its flag, the flags it cannot follow, whether it takes a value). Redis 7.0
 # refuses a conflicting pair with a syntax error; repeating one option is allowed.
 _Option = tuple[int, int, bool]
-_SET_OPTIONS: dict[bytes, _Option] = {
+_SET_OPTIONS: Final[dict[bytes, _Option]] = {
     b"nx": (_NX, _XX, False),
     b"xx": (_XX, _NX, False),
     b"get": (_GET, 0, False),
@@ -49,7 +50,7 @@ _SET_OPTIONS: dict[bytes, _Option] = {
     b"exat": (_EXAT, _KEEPTTL | _PERSIST | (_EXPIRY & ~_EXAT), True),
     b"pxat": (_PXAT, _KEEPTTL | _PERSIST | (_EXPIRY & ~_PXAT), True),
 }
-_GETEX_OPTIONS: dict[bytes, _Option] = {
+_GETEX_OPTIONS: Final[dict[bytes, _Option]] = {
     b"persist": (_PERSIST, _KEEPTTL | _EXPIRY, False),
     b"ex": _SET_OPTIONS[b"ex"],
     b"px": _SET_OPTIONS[b"px"],

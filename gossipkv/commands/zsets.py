@@ -12,6 +12,7 @@ import math
 import random
 import re
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from gossipkv.commands import errors
 from gossipkv.commands.access import (
@@ -30,15 +31,15 @@ from gossipkv.crdt.orset import ORSet
 from gossipkv.crdt.zset import ZSet, d2string
 from gossipkv.store.glob import compile_glob
 
-NAN_SCORE = "ERR resulting score is not a number (NaN)"
-NOT_FLOAT_RANGE = "ERR min or max is not a float"
-NOT_LEX_RANGE = "ERR min or max not valid string range item"
-NOT_POSITIVE = "ERR value is out of range, must be positive"
+NAN_SCORE: Final = "ERR resulting score is not a number (NaN)"
+NOT_FLOAT_RANGE: Final = "ERR min or max is not a float"
+NOT_LEX_RANGE: Final = "ERR min or max not valid string range item"
+NOT_POSITIVE: Final = "ERR value is out of range, must be positive"
 
-_C_SPACE = b" \t\n\v\f\r"
-_HEX = re.compile(rb"[+-]?0[xX]")
-_DIGIT = re.compile(rb"[1-9]")
-_PLAIN = re.compile(rb"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
+_C_SPACE: Final = b" \t\n\v\f\r"
+_HEX: Final = re.compile(rb"[+-]?0[xX]")
+_DIGIT: Final = re.compile(rb"[1-9]")
+_PLAIN: Final = re.compile(rb"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
 
 Scored = tuple[float, bytes]  # (score, member), in the index's order
 
@@ -132,7 +133,7 @@ class ScoreRange:
         return start, max(start, stop)
 
 
-_LISTPACK_ENTRIES = 128  # redis.conf zset-max-listpack-entries
+_LISTPACK_ENTRIES: Final = 128  # redis.conf zset-max-listpack-entries
 
 
 class LexRange:
@@ -263,7 +264,7 @@ def _store(s: Session, dst: bytes, entries: Iterable[Scored]) -> int:
 # -- ZADD / ZINCRBY ------------------------------------------------------------------------------
 
 _NX, _XX, _CH, _INCR, _GT, _LT = (1 << i for i in range(6))
-_ZADD_FLAGS = {b"nx": _NX, b"xx": _XX, b"ch": _CH, b"incr": _INCR, b"gt": _GT, b"lt": _LT}
+_ZADD_FLAGS: Final = {b"nx": _NX, b"xx": _XX, b"ch": _CH, b"incr": _INCR, b"gt": _GT, b"lt": _LT}
 
 
 def _zadd(s: Session, argv: list[bytes], flags: int) -> Reply:
@@ -344,7 +345,7 @@ def _zadd_one(s: Session, key: bytes, score: float, member: bytes) -> int:
     return 1 if cur is None else 0
 
 
-_EMPTY = ZSet()  # the state a missing key's first write is built from; never written to
+_EMPTY: Final = ZSet()  # the state a missing key's first write is built from; never written to
 
 
 @command(

@@ -20,16 +20,16 @@ large collection costs O(change) per write, never a rescan.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 import xxhash
 
 Dot = tuple[int, str]  # (HLC ts, node id)
 
-hash_bytes = xxhash.xxh3_64_intdigest
-_Q = struct.Struct(">Q").pack
-_NODE_BYTES: dict[str, bytes] = {}
+hash_bytes: Final = xxhash.xxh3_64_intdigest
+_Q: Final = struct.Struct(">Q").pack
+_NODE_BYTES: Final[dict[str, bytes]] = {}
 
 
 def node_bytes(node: str) -> bytes:
@@ -45,7 +45,7 @@ def dot_bytes(ts: int, node: str) -> bytes:
     return _Q(ts & 0xFFFFFFFFFFFFFFFF) + node_bytes(node)
 
 
-_MASK = (1 << 64) - 1
+_MASK: Final = (1 << 64) - 1
 class _Seeds(dict[str, tuple[int, int, int]]):
     """Node id -> its seeds. Subscripting is one C-level lookup (no Python call per hashed
     part, as a lookup function would cost); an id not seen before is hashed on the miss."""
@@ -58,7 +58,7 @@ class _Seeds(dict[str, tuple[int, int, int]]):
 
 # Three independent 64-bit hashes of each node id (cached: ids are few), so that a part's hash
 # can take up to three nodes as a seed instead of hashing their bytes each time.
-SEEDS = _Seeds()
+SEEDS: Final = _Seeds()
 
 
 def node_seeds(node: str) -> tuple[int, int, int]:
@@ -78,11 +78,11 @@ def dots_hash(dots: Iterable[Dot], seed: int) -> int:
     return h
 
 
-_SEED_VV = 0x5656  # vector entries and cloud dots hash apart
-_SEED_CLOUD = 0xC10D
+_SEED_VV: Final = 0x5656  # vector entries and cloud dots hash apart
+_SEED_CLOUD: Final = 0xC10D
 
 
-_QQ = struct.Struct(">QQ").pack
+_QQ: Final = struct.Struct(">QQ").pack
 
 
 def combine(kind: int, elements: int, ctx: int = 0) -> int:
@@ -217,7 +217,7 @@ class DotContext:
         return [sorted([n, t] for n, t in self.vv.items()), sorted([t, n] for t, n in self.cloud)]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> DotContext:
+    def decode(cls, data: Sequence[Any]) -> DotContext:
         vv, cloud = data
         return cls({n: t for n, t in vv}, {(t, n) for t, n in cloud})
 

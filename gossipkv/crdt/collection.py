@@ -6,8 +6,8 @@ it in its ``coll`` slot. The registry lets Entry.decode rebuild a collection fro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final, Protocol, Self
 
 
 class Collection(Protocol):
@@ -32,7 +32,7 @@ class Collection(Protocol):
         """msgpack-friendly and canonical: equal states encode equal."""
 
     @classmethod
-    def decode(cls, data: list[Any]) -> Self: ...
+    def decode(cls, data: Sequence[Any]) -> Self: ...
 
     def settle(self) -> None:
         """This object, built as a delta, is now a key's state: drop delta-only hints (a
@@ -61,7 +61,7 @@ class Collection(Protocol):
         other kinds' element digests are XORed, so their keyed digest is derived from this."""
 
 
-COLLECTIONS: dict[str, type[Collection]] = {}
+COLLECTIONS: Final[dict[str, type[Collection]]] = {}
 
 
 def register(cls: type[Collection]) -> type[Collection]:

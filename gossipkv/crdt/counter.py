@@ -10,7 +10,7 @@ So concurrent increments all count, and an increment concurrent with a SET lands
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -85,7 +85,7 @@ class Counter:
         return [_encode_versions(self.totals), _encode_versions(self.floor)]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> Counter:
+    def decode(cls, data: Sequence[Any]) -> Counter:
         return cls(_decode_versions(data[0]), _decode_versions(data[1]))
 
 
@@ -110,7 +110,7 @@ def _encode_versions(d: dict[str, Version]) -> list[Any]:
     ]
 
 
-def _decode_versions(rows: list[Any]) -> dict[str, Version]:
+def _decode_versions(rows: Sequence[Any]) -> dict[str, Version]:
     out: dict[str, Version] = {}
     for n, ts, v in rows:
         out[n] = (ts, Decimal(v[1:]) if isinstance(v, str) else v)

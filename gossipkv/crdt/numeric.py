@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
+from typing import Final
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 
 Number = int | Decimal
 
@@ -24,27 +25,29 @@ Number = int | Decimal
 LongDouble = Fraction | float
 
 # Arithmetic on exact Decimals: unbounded precision, so no operation ever rounds.
-EXACT = Context(prec=MAX_PREC, rounding=ROUND_HALF_EVEN, Emax=MAX_EMAX, Emin=MIN_EMIN)
+EXACT: Final = Context(prec=MAX_PREC, rounding=ROUND_HALF_EVEN, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 # x87 extended precision: a 64-bit significand; the smallest subnormal is 2**-16445 and the
 # greatest finite value is (2**64 - 1) * 2**16320.
-_LD_BITS = 64
-_LD_MIN_LSB = -16445
-_LD_MAX_TOP = 16383
+_LD_BITS: Final = 64
+_LD_MIN_LSB: Final = -16445
+_LD_MAX_TOP: Final = 16383
 
 # Redis's MAX_LONG_DOUBLE_CHARS: string2ld refuses strings this long or longer.
-_MAX_FLOAT_CHARS = 5 * 1024
+_MAX_FLOAT_CHARS: Final = 5 * 1024
 
 # Decimal exponents (of the leading digit) past which a nonzero value surely overflows
 # (1e4933 > max) or rounds to zero (1e-4952 < 2**-16446); in between, rounding decides.
-_DEC_SURE_OVERFLOW = 4933
-_DEC_SURE_UNDERFLOW = -4953
+_DEC_SURE_OVERFLOW: Final = 4933
+_DEC_SURE_UNDERFLOW: Final = -4953
 
-_DECIMAL_TEXT = re.compile(rb"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?)(\d+))?")
-_HEX_TEXT = re.compile(rb"([+-]?)0[xX]([0-9a-fA-F]*)(?:\.([0-9a-fA-F]*))?(?:[pP]([+-]?)(\d+))?")
-_INF_TEXT = re.compile(rb"([+-]?)(?:inf|infinity)", re.IGNORECASE)
+_DECIMAL_TEXT: Final = re.compile(rb"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?)(\d+))?")
+_HEX_TEXT: Final = re.compile(
+    rb"([+-]?)0[xX]([0-9a-fA-F]*)(?:\.([0-9a-fA-F]*))?(?:[pP]([+-]?)(\d+))?"
+)
+_INF_TEXT: Final = re.compile(rb"([+-]?)(?:inf|infinity)", re.IGNORECASE)
 
-_QUANTUM = Decimal(1).scaleb(-17)  # %.17Lf prints 17 decimals
+_QUANTUM: Final = Decimal(1).scaleb(-17)  # %.17Lf prints 17 decimals
 
 
 # -- integers -----------------------------------------------------------------------------------
@@ -70,14 +73,14 @@ def parse_int(s: bytes) -> int | None:
 
 def add(a: Number, b: Number) -> Number:
     """a + b, exactly."""
-    if a.__class__ is int and b.__class__ is int:
+    if type(a) is int and type(b) is int:
         return a + b
     return EXACT.add(a, b)
 
 
 def subtract(a: Number, b: Number) -> Number:
     """a - b, exactly."""
-    if a.__class__ is int and b.__class__ is int:
+    if type(a) is int and type(b) is int:
         return a - b
     return EXACT.subtract(a, b)
 

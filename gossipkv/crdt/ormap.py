@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 import msgpack
 
@@ -43,9 +43,9 @@ from gossipkv.crdt.numeric import (
 # A register write: (HLC ts, node, value). Its dot is (ts, node).
 Reg = tuple[int, str, bytes]
 
-_TYPE_HASH = (4).to_bytes(4, "big")  # Redis's OBJ_HASH, as debug.c mixes it in
-_KIND_SEED = 4
-_QI = struct.Struct(">QI").pack
+_TYPE_HASH: Final = (4).to_bytes(4, "big")  # Redis's OBJ_HASH, as debug.c mixes it in
+_KIND_SEED: Final = 4
+_QI: Final = struct.Struct(">QI").pack
 
 
 class Field:
@@ -82,7 +82,7 @@ def _pack(regs: list[Reg], counter: Counter | None) -> FieldState | None:
 
 def _field_hash(name: bytes, fs: FieldState) -> int:
     """The hash of one field's state: its name, its writes, its counter."""
-    if fs.__class__ is tuple:  # one write: ts and name length packed, its node as the seed
+    if type(fs) is tuple:  # one write: ts and name length packed, its node as the seed
         r: Reg = fs
         return hash_bytes(_QI(r[0], len(name)) + name + r[2], SEEDS[r[1]][0])
     head = b"%d:" % len(name) + name
@@ -148,7 +148,7 @@ class ORMap:
         h = self._h
         for name, ofs in ofields.items():
             fs = mine.get(name)
-            if fs is not None and fs.__class__ is tuple and fs == ofs:
+            if fs is not None and type(fs) is tuple and fs == ofs:
                 continue  # the same write on both sides
             if h is not None and fs is not None:
                 h ^= _field_hash(name, fs)  # before _join_field may change its counter
@@ -160,7 +160,7 @@ class ORMap:
                     kept = [r for r in ofs.regs if not ctx.contains((r[0], r[1]))]
                     oc = ofs.counter
                     packed = _pack(kept, oc.copy() if oc is not None else None)
-            elif fs.__class__ is tuple and ofs.__class__ is tuple:
+            elif type(fs) is tuple and type(ofs) is tuple:
                 # The common overwrite: one write each side (a dot names one write, so
                 # different writes have different dots).
                 keep = not octx.contains((fs[0], fs[1]))
@@ -232,7 +232,7 @@ class ORMap:
 
     def alive(self) -> bool:
         for fs in self.fields.values():  # noqa: SIM110 (a loop: no generator on the hot path)
-            if fs.__class__ is tuple or _read(fs) is not None:  # type: ignore[arg-type]
+            if type(fs) is tuple or _read(fs) is not None:  # type: ignore[arg-type]
                 return True
         return False
 
@@ -262,7 +262,7 @@ class ORMap:
             fs = fields.get(name)
             if fs is None:
                 dfields[name] = reg
-            elif fs.__class__ is tuple:
+            elif type(fs) is tuple:
                 cloud.add((fs[0], fs[1]))
                 dfields[name] = reg
             else:
@@ -297,7 +297,7 @@ class ORMap:
         c = _counter(fs) if fs is not None else None
         counter = (c if c is not None else Counter()).increment(node, ts, by)
         total = counter.totals[node][1]
-        if total.__class__ is not int:
+        if type(total) is not int:
             counter.totals[node] = (ts, normalize(total))
         return ORMap({name: Field([], counter)}, scope=frozenset((name,)))
 
@@ -345,7 +345,7 @@ class ORMap:
         return [rows, self.ctx.encode(), scope]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> ORMap:
+    def decode(cls, data: Sequence[Any]) -> ORMap:
         rows, ctx, scope = data
         fields: dict[bytes, FieldState] = {}
         for name, regs, counter in rows:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 from gossipkv.crdt.causal import SEEDS, Dot, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
@@ -30,10 +30,10 @@ from gossipkv.crdt.collection import register
 # Several dots (concurrent adds) are a frozenset of (ts, node). Never on the wire as such.
 Dots = int | frozenset[Dot]
 
-_TYPE_SET = (2).to_bytes(4, "big")  # Redis's OBJ_SET
+_TYPE_SET: Final = (2).to_bytes(4, "big")  # Redis's OBJ_SET
 
-_NODE_INDEX: dict[str, int] = {}
-_NODE_OF: list[str] = []
+_NODE_INDEX: Final[dict[str, int]] = {}
+_NODE_OF: Final[list[str]] = []
 
 
 def _node_index(node: str) -> int:
@@ -53,7 +53,7 @@ def _dot(d: int) -> Dot:
 
 
 def _dots(d: Dots) -> Iterable[Dot]:
-    return (_dot(d),) if d.__class__ is int else d  # type: ignore[return-value]
+    return (_dot(d),) if type(d) is int else d  # type: ignore[return-value]
 
 
 def _pack(dots: set[Dot]) -> Dots | None:
@@ -64,14 +64,14 @@ def _pack(dots: set[Dot]) -> Dots | None:
     return frozenset(dots)
 
 
-_KIND_SEED = 2
-_Q = struct.Struct(">Q").pack
+_KIND_SEED: Final = 2
+_Q: Final = struct.Struct(">Q").pack
 
 
 def _member_hash(m: bytes, d: Dots) -> int:
     """The hash of one member's state: its name and its dots (one dot: its ts after the name,
     its node's hash as the seed)."""
-    if d.__class__ is int:
+    if type(d) is int:
         return hash_bytes(m + _Q(d >> 16), SEEDS[_NODE_OF[d & 0xFFFF]][0])
     return hash_bytes(m + b"".join(dot_bytes(*x) for x in sorted(_dots(d))) + b"%d" % len(m), 7)
 
@@ -125,7 +125,7 @@ class ORSet:
         for m, od in theirs.items():
             d = mine.get(m)
             if d is None:
-                if od.__class__ is int:
+                if type(od) is int:
                     if not ctx.contains(_dot(od)):
                         mine[m] = od
                         if h is not None:
@@ -163,7 +163,7 @@ class ORSet:
                 d = mine.get(m)
                 if d is None or m in theirs:
                     continue
-                if d.__class__ is int:  # octx.contains(_dot(d)), inlined: one dot, packed
+                if type(d) is int:  # octx.contains(_dot(d)), inlined: one dot, packed
                     ts: int = d >> 16
                     node = _NODE_OF[d & 0xFFFF]
                     if ts <= ovv.get(node, -1) or (ts, node) in ocloud:
@@ -244,7 +244,7 @@ class ORSet:
         for m in members:
             d = mine.get(m)
             if d is not None:
-                if d.__class__ is int:
+                if type(d) is int:
                     cloud.add((d >> 16, _NODE_OF[d & 0xFFFF]))
                 else:
                     cloud.update(d)  # type: ignore[arg-type]
@@ -268,7 +268,7 @@ class ORSet:
         ctx = self.ctx
         m = ctx.max_ts() if ctx.vv or ctx.cloud else 0
         for d in self.members.values():
-            if d.__class__ is int:  # one packed dot: no tuple built (the keyspace asks deltas)
+            if type(d) is int:  # one packed dot: no tuple built (the keyspace asks deltas)
                 ts: int = d >> 16
                 if ts > m:
                     m = ts
@@ -287,7 +287,7 @@ class ORSet:
         ]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> ORSet:
+    def decode(cls, data: Sequence[Any]) -> ORSet:
         rows, ctx = data[:2]
         members: dict[bytes, Dots] = {}
         for m, dots in rows:

@@ -22,27 +22,27 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from itertools import islice
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from gossipkv.crdt.causal import SEEDS, combine, dot_hash, dots_hash, hash_bytes
 from gossipkv.crdt.collection import register
 
 Dot = tuple[int, str]
 
-TYPE_LIST = 1  # Redis's OBJ_LIST, mixed into DEBUG DIGEST
+TYPE_LIST: Final = 1  # Redis's OBJ_LIST, mixed into DEBUG DIGEST
 
 
 # Merges removing more elements than this invalidate the visible order instead of editing it.
-_BULK_MERGE = 64
+_BULK_MERGE: Final = 64
 
-_KIND_SEED = 1
-_SEED_GONE = 0x60E
+_KIND_SEED: Final = 1
+_SEED_GONE: Final = 0x60E
 
 
-_PACK = struct.Struct(">QQQB").pack
+_PACK: Final = struct.Struct(">QQQB").pack
 
 
 def _element_hash(i: Dot, e: Element) -> int:
@@ -346,7 +346,7 @@ class RGA:
         return [rows, [[t, n] for t, n in sorted(self.gone)]]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> RGA:
+    def decode(cls, data: Sequence[Any]) -> RGA:
         rows, gone = data
         r = cls()
         r._order = None
@@ -402,17 +402,9 @@ class RGA:
 def _delta() -> RGA:
     """An empty RGA to fill directly: its visible order is rebuilt when first read, since a
     keyspace may adopt a delta as a new key's state."""
-    d = _new(RGA)
-    d.elements = {}
-    d.gone = set()
+    d = RGA()
     d._order = None
-    d._top = None
-    d._orphans = 0
-    d._h = None
     return d
-
-
-_new = object.__new__
 
 
 def _mix(digest: bytes, data: bytes) -> bytes:

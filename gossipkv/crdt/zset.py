@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Self
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Final, Self
 
 from sortedcontainers import SortedList
 
@@ -38,7 +38,7 @@ Stored = Record | Records
 
 
 def _unpack(stored: Stored) -> Records:
-    if stored and stored[0].__class__ is int:
+    if stored and type(stored[0]) is int:
         return (stored,)
     return stored  # type: ignore[return-value]
 
@@ -46,9 +46,9 @@ def _unpack(stored: Stored) -> Records:
 def _pack(records: Records) -> Stored:
     return records[0] if len(records) == 1 else records
 
-_ZSET_TYPE = (3).to_bytes(4, "big")  # Redis's OBJ_ZSET
-_KIND_SEED = 3
-_QDB = struct.Struct(">Qd?").pack
+_ZSET_TYPE: Final = (3).to_bytes(4, "big")  # Redis's OBJ_ZSET
+_KIND_SEED: Final = 3
+_QDB: Final = struct.Struct(">Qd?").pack
 
 
 def _member_hash(member: bytes, records: Records) -> int:
@@ -105,7 +105,7 @@ class ZSet:
         stored = self.members.get(member)
         if not stored:
             return None
-        if stored[0].__class__ is int:
+        if type(stored[0]) is int:
             return stored[2]
         return score_of(stored)  # type: ignore[arg-type]
 
@@ -186,12 +186,12 @@ class ZSet:
             # _unpack, inlined: a lone record is stored bare
             mine: Records = (
                 (mine_stored,)  # type: ignore[assignment]
-                if mine_stored and mine_stored[0].__class__ is int
+                if mine_stored and type(mine_stored[0]) is int
                 else mine_stored
             )
             theirs: Records = (
                 (stored,)  # type: ignore[assignment]
-                if stored and stored[0].__class__ is int
+                if stored and type(stored[0]) is int
                 else stored
             )
             kept: Records
@@ -355,7 +355,7 @@ class ZSet:
             if not stored:
                 continue
             first = stored[0]
-            if first.__class__ is int:  # a lone record (see Stored): no 1-tuple built
+            if type(first) is int:  # a lone record (see Stored): no 1-tuple built
                 if first > m:
                     m = first
                 continue
@@ -373,7 +373,7 @@ class ZSet:
         ]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> Self:
+    def decode(cls, data: Sequence[Any]) -> Self:
         delta, members, ctx = data
         z = cls(bool(delta))
         for m, recs in members:
@@ -424,13 +424,13 @@ class ZSet:
         return digest.to_bytes(20, "big")
 
 
-_NO_INDEX: SortedList = SortedList()  # the shared, never mutated, index of deltas
-_PACK = struct.Struct(">Q")
-_DOUBLE = struct.Struct(">d")
+_NO_INDEX: Final[SortedList] = SortedList()  # the shared, never mutated, index of deltas
+_PACK: Final = struct.Struct(">Q")
+_DOUBLE: Final = struct.Struct(">d")
 _pack_q, _unpack_q = _PACK.pack, _PACK.unpack
 _pack_d, _unpack_d = _DOUBLE.pack, _DOUBLE.unpack
-_SIGN = 1 << 63
-_ALL = (1 << 64) - 1
+_SIGN: Final = 1 << 63
+_ALL: Final = (1 << 64) - 1
 
 
 def _score_bytes(score: float) -> bytes:
@@ -451,7 +451,7 @@ def _entry(key: bytes) -> tuple[float, bytes]:
     bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
     score: float = _unpack_d(_pack_q(bits))[0]
     return score, key[8:]
-_NO_CTX = DotContext()  # the shared, never mutated, context of deltas that remove nothing
+_NO_CTX: Final = DotContext()  # the shared, never mutated, context of deltas that remove nothing
 
 
 def _seen(ctx: DotContext, r: Record) -> bool:
@@ -459,7 +459,7 @@ def _seen(ctx: DotContext, r: Record) -> bool:
     return r[0] <= ctx.vv.get(r[1], -1) or (r[0], r[1]) in ctx.cloud
 
 
-_LLONG_HALF = float((2**63 - 1) // 2)
+_LLONG_HALF: Final = float((2**63 - 1) // 2)
 
 
 def d2string(score: float) -> bytes:

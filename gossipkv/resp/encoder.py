@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from gossipkv.commands.replies import ErrorReply, NullArray, RespSet, Status, Verbatim
 
 Encoder = Callable[[Any], bytes]
 
-_OK = b"+OK\r\n"
+_OK: Final = b"+OK\r\n"
+
+
+_BULK_HEAD_MAX: Final = 1024
+_BULK_HEADS: Final = [b"$%d\r\n" % n for n in range(_BULK_HEAD_MAX)]
 
 
 def _bulk(b: bytes) -> bytes:
@@ -58,12 +62,19 @@ def _make(resp3: bool) -> Encoder:
     def encode(r: Any) -> bytes:
         return table[type(r)](r)
 
-    def array(items: list[Any]) -> bytes:
+    def array(items: Sequence[Any]) -> bytes:
         for x in items:
             if type(x) is not bytes:
                 return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
-        # All plain bulk strings (LRANGE, MGET, SMEMBERS...): one comprehension, no dispatch.
-        return b"*%d\r\n" % len(items) + b"".join([b"$%d\r\n%s\r\n" % (len(x), x) for x in items])
+        # All plain bulk strings (LRANGE, MGET, SMEMBERS...): no dispatch, and the length
+        # headers of short values come ready-made instead of formatted one by one.
+        out = [b"*%d\r\n" % len(items)]
+        for x in items:
+            n = len(x)
+            out.append(_BULK_HEADS[n] if n < _BULK_HEAD_MAX else b"$%d\r\n" % n)
+            out.append(x)
+            out.append(b"\r\n")
+        return b"".join(out)
 
     def mapping(d: dict[Any, Any]) -> bytes:
         parts = [b"%%%d\r\n" % len(d) if resp3 else b"*%d\r\n" % (2 * len(d))]
@@ -111,6 +122,6 @@ def _make(resp3: bool) -> Encoder:
     return encode
 
 
-encode_resp2: Encoder = _make(resp3=False)
-encode_resp3: Encoder = _make(resp3=True)
-ENCODERS: dict[int, Encoder] = {2: encode_resp2, 3: encode_resp3}
+encode_resp2: Final[Encoder] = _make(resp3=False)
+encode_resp3: Final[Encoder] = _make(resp3=True)
+ENCODERS: Final[dict[int, Encoder]] = {2: encode_resp2, 3: encode_resp3}

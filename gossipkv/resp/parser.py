@@ -13,16 +13,17 @@ before anything is allocated, and raises Redis's exact protocol errors.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 import hiredis
 
 from gossipkv.crdt.numeric import parse_int
 
-INLINE_MAX = 64 * 1024  # PROTO_INLINE_MAX_SIZE
-INT_MAX = 2**31 - 1
-DEFAULT_MAX_BULK = 512 * 1024 * 1024
-UNAUTH_MAX_COUNT = 10
-UNAUTH_MAX_BULK = 16384
+INLINE_MAX: Final = 64 * 1024  # PROTO_INLINE_MAX_SIZE
+INT_MAX: Final = 2**31 - 1
+DEFAULT_MAX_BULK: Final = 512 * 1024 * 1024
+UNAUTH_MAX_COUNT: Final = 10
+UNAUTH_MAX_BULK: Final = 16384
 
 
 class ProtocolError(Exception):
@@ -33,8 +34,8 @@ class ProtocolError(Exception):
         self.message = message
 
 
-_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
-_HEX = b"0123456789abcdefABCDEF"
+_ESCAPES: Final = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX: Final = b"0123456789abcdefABCDEF"
 
 
 def split_args(line: bytes) -> list[bytes] | None:
@@ -108,9 +109,9 @@ def split_args(line: bytes) -> list[bytes] | None:
 
 
 # Headers that must be checked by Redis's rules before anything is allocated for them.
-_SUSPECT = re.compile(rb"\*(?:-|\d{7})|\$(?:-|\d{9})").search
+_SUSPECT: Final = re.compile(rb"\*(?:-|\d{7})|\$(?:-|\d{9})").search
 # Decimal digits of small numbers, so the canonical-size check costs no string formatting.
-_DIGITS = [len(str(i)) for i in range(10000)]
+_DIGITS: Final = [len(str(i)) for i in range(10000)]
 
 
 class RequestParser:
@@ -145,8 +146,7 @@ class RequestParser:
         digits = _DIGITS
         try:
             size = 0
-            gets = reader.gets
-            req = gets()
+            req = reader.gets()
             while req is not False:
                 # _canonical_size, inlined: this loop runs once per request.
                 n = len(req)
@@ -159,7 +159,7 @@ class RequestParser:
                     m = len(a)
                     size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
                 out.append(req)
-                req = gets()
+                req = reader.gets()
             # Every byte accounted for by canonical requests, and nothing left half-parsed:
             # a shorter non-canonical element plus a partial request can add up to the same.
             if size == len(data) and not reader.has_data():

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from gossipkv.commands.replies import OK, ErrorReply, Reply
 from gossipkv.commands.session import Server, Session
 from gossipkv.resp.encoder import ENCODERS, error_bytes
 from gossipkv.resp.parser import ProtocolError, RequestParser
 
-log = logging.getLogger("gossipkv.resp")
+log: Final = logging.getLogger("gossipkv.resp")
 
-WRITE_HIGH_WATER = 4 * 1024 * 1024
-WRITE_LOW_WATER = 1024 * 1024
-BLOCKED_QUEUE_MAX = 1024  # requests queued behind a blocked command before reading pauses
+WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
+WRITE_LOW_WATER: Final = 1024 * 1024
+BLOCKED_QUEUE_MAX: Final = 1024  # requests queued behind a blocked command before reading pauses
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -95,16 +95,14 @@ class ClientProtocol(asyncio.Protocol):
         assert session is not None and transport is not None
         queue = self.queue
         out: list[bytes] = []
-        append = out.append
-        execute = session.execute
         size = 0  # bytes of values in ``out``: what one batch of small requests can amplify into
         for done, argv in enumerate(queue, 1):
-            reply = execute(argv)
+            reply = session.execute(argv)
             # The two commonest replies skip the type dispatch; both encode alike in RESP2/3.
             if reply is OK:
-                append(b"+OK\r\n")
+                out.append(b"+OK\r\n")
             elif type(reply) is bytes:
-                append(b"$%d\r\n%s\r\n" % (len(reply), reply))
+                out.append(b"$%d\r\n%s\r\n" % (len(reply), reply))
                 size += len(reply)
             elif isinstance(reply, asyncio.Future):
                 if not reply.done():
@@ -117,10 +115,10 @@ class ClientProtocol(asyncio.Protocol):
                     if out:
                         transport.write(b"".join(out))
                     return False
-                append(ENCODERS[session.resp](_result(reply)))
+                out.append(ENCODERS[session.resp](_result(reply)))
             else:
                 encoded = ENCODERS[session.resp](reply)
-                append(encoded)
+                out.append(encoded)
                 size += len(encoded)
             if session.closing:
                 self.bad = None
@@ -153,7 +151,7 @@ class ClientProtocol(asyncio.Protocol):
         parser.authenticated = session.authenticated
         bad = self.bad
         if bad is not None:
-            append(error_bytes("ERR Protocol error: " + bad.message))
+            out.append(error_bytes("ERR Protocol error: " + bad.message))
         if out:
             transport.write(b"".join(out) if len(out) > 1 else out[0])
         if bad is not None or session.closing:

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import random
 from itertools import islice
+from typing import Final
 
 import xxhash
 
-BUCKET_BITS = 12
-BUCKET_COUNT = 1 << BUCKET_BITS
-_SHIFT = 64 - BUCKET_BITS
+BUCKET_BITS: Final = 12
+BUCKET_COUNT: Final = 1 << BUCKET_BITS
+_SHIFT: Final = 64 - BUCKET_BITS
 
-_hash = xxhash.xxh3_64_intdigest
+_hash: Final = xxhash.xxh3_64_intdigest
 
 
 def bucket_of(key: bytes) -> int:
@@ -45,8 +46,8 @@ def _reverse(v: int, bits: int) -> int:
 
 
 # Bit reversal of BUCKET_BITS bits; reversing k < BUCKET_BITS bits is _REVERSED[v] >> (BITS - k).
-_REVERSED = [_reverse(i, BUCKET_BITS) for i in range(BUCKET_COUNT)]
-_MIN_LEVEL = 2  # Redis's smallest dict has 4 buckets
+_REVERSED: Final = [_reverse(i, BUCKET_BITS) for i in range(BUCKET_COUNT)]
+_MIN_LEVEL: Final = 2  # Redis's smallest dict has 4 buckets
 
 
 def scan_level(size: int) -> int:

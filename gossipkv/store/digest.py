@@ -14,23 +14,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Final
 
 from gossipkv.store.entry import Entry
 
-DIGEST_BYTES = 20
-EMPTY = "0" * (2 * DIGEST_BYTES)
+DIGEST_BYTES: Final = 20
+EMPTY: Final = "0" * (2 * DIGEST_BYTES)
 
 # Redis's object type codes (server.h OBJ_*), mixed in as 4 big-endian bytes.
-TYPE_STRING = 0
-TYPE_LIST = 1
-TYPE_SET = 2
-TYPE_ZSET = 3
-TYPE_HASH = 4
-TYPE_STREAM = 6
+TYPE_STRING: Final = 0
+TYPE_LIST: Final = 1
+TYPE_SET: Final = 2
+TYPE_ZSET: Final = 3
+TYPE_HASH: Final = 4
+TYPE_STREAM: Final = 6
 
-_EXPIRE_MARK = b"!!expire!!"
-_DB0 = (0).to_bytes(4, "big")
-_STRING = TYPE_STRING.to_bytes(4, "big")
+_EXPIRE_MARK: Final = b"!!expire!!"
+_DB0: Final = (0).to_bytes(4, "big")
+_STRING: Final = TYPE_STRING.to_bytes(4, "big")
 
 
 def _sha1(data: bytes) -> int:
@@ -51,7 +52,7 @@ def hex_digest(digest: int) -> str:
     return digest.to_bytes(DIGEST_BYTES, "big").hex()
 
 
-_TYPE_CODES = {"list": TYPE_LIST, "set": TYPE_SET, "zset": TYPE_ZSET, "hash": TYPE_HASH}
+_TYPE_CODES: Final = {"list": TYPE_LIST, "set": TYPE_SET, "zset": TYPE_ZSET, "hash": TYPE_HASH}
 
 
 def _mix_object(d: int, entry: Entry, deadline: int) -> int:

@@ -23,7 +23,7 @@ is needed, and a plain string pays one empty slot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -88,7 +88,7 @@ class Entry:
             and self.counter is None
             and self.exp is None
             and self.ctx is None
-            and c.__class__ is not dict
+            and type(c) is not dict
         ):
             return c  # type: ignore[return-value]
         return None
@@ -98,7 +98,7 @@ class Entry:
     def merge(self, d: Entry) -> None:
         """Join ``d`` into this state. Never keeps a reference to ``d``'s mutable parts."""
         sole = d.sole_coll()
-        if sole is not None and self.coll.__class__ is sole.__class__:
+        if sole is not None and type(self.coll) is type(sole):
             self.coll.merge(sole)  # a collection write: the common case
             return
         dc = d.coll
@@ -135,7 +135,7 @@ class Entry:
                 c[x.KIND] = _settled(x.copy())
             else:
                 cur.merge(x)
-        elif c.__class__ is x.__class__:
+        elif type(c) is type(x):
             c.merge(x)
         else:  # two collection kinds clash: keep both, visibility decides
             self.coll = {c.KIND: c, x.KIND: _settled(x.copy())}
@@ -314,7 +314,7 @@ class Entry:
         ]
 
     @classmethod
-    def decode(cls, data: list[Any]) -> Entry:
+    def decode(cls, data: Sequence[Any]) -> Entry:
         if len(data) == 3:
             return cls(data[0], data[1], data[2])
         ts, node, value, counter, exp, ctx = data[:6]
@@ -366,7 +366,7 @@ class Entry:
             sorted(self.ctx.items()) if self.ctx is not None else None,
         ]
         if c is not None:
-            if c.__class__ is dict:
+            if type(c) is dict:
                 parts = sorted(c.items())
                 head.extend([k, x.digest()] for k, x in parts)
             else:
@@ -436,7 +436,7 @@ def _settled(x: Collection) -> Collection:
 def _copy_coll(c: Any) -> Any:
     if c is None:
         return None
-    if c.__class__ is dict:
+    if type(c) is dict:
         return {k: x.copy() for k, x in c.items()}
     return c.copy()
 
@@ -470,7 +470,7 @@ def increment(ts: int, node: str, by: Number, old: Entry | None) -> Entry:
     counter = old.counter if old is not None and old.counter is not None else Counter()
     delta = counter.increment(node, ts, by)
     total = delta.totals[node][1]
-    if total.__class__ is not int:
+    if type(total) is not int:
         delta.totals[node] = (ts, normalize(total))
     return Entry(counter=delta)
 

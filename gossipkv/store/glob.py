@@ -11,15 +11,16 @@ than 1000 nested ``*`` never matches (Redis's guard against abusive patterns).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
-_STAR = 42  # *
-_QUESTION = 63  # ?
-_OPEN = 91  # [
-_CLOSE = 93  # ]
-_CARET = 94  # ^
-_BACKSLASH = 92  # \
-_DASH = 45  # -
-_MAX_NESTING = 1000
+_STAR: Final = 42  # *
+_QUESTION: Final = 63  # ?
+_OPEN: Final = 91  # [
+_CLOSE: Final = 93  # ]
+_CARET: Final = 94  # ^
+_BACKSLASH: Final = 92  # \
+_DASH: Final = 45  # -
+_MAX_NESTING: Final = 1000
 
 
 def _signed(b: int) -> int:
@@ -121,7 +122,7 @@ def _run(
     return p == plen and s == slen
 
 
-_SPECIAL = frozenset(b"*?[\\")
+_SPECIAL: Final = frozenset(b"*?[\\")
 
 
 def compile_glob(pattern: bytes) -> Callable[[bytes], bool]:

@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import xxhash
 
@@ -46,7 +47,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_hash = xxhash.xxh3_64_intdigest
+_hash: Final = xxhash.xxh3_64_intdigest
 
 
 class Keyspace:
@@ -140,7 +141,7 @@ class Keyspace:
                     return
             elif (
                 (c := e.sole_coll()) is not None
-                and c.__class__ is dc.__class__
+                and type(c) is type(dc)
                 and delta.sole_coll() is dc
             ):
                 # A collection write onto a live pure collection key of its kind (every

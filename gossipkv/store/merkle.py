@@ -22,23 +22,24 @@ from __future__ import annotations
 
 from functools import reduce
 from operator import xor
+from typing import Final
 
 import xxhash
 
 from gossipkv.store.buckets import BUCKET_BITS, BUCKET_COUNT
 from gossipkv.store.entry import Entry
 
-FANOUT = 16
-DEPTH = 3  # levels below the root: 16, 256, 4096 nodes
-LEAF_SHIFT = 64 - BUCKET_BITS
+FANOUT: Final = 16
+DEPTH: Final = 3  # levels below the root: 16, 256, 4096 nodes
+LEAF_SHIFT: Final = 64 - BUCKET_BITS
 assert FANOUT**DEPTH == BUCKET_COUNT
 
-_hash = xxhash.xxh3_64_intdigest
+_hash: Final = xxhash.xxh3_64_intdigest
 
 
 # xxh3_64 of each node id seen, filled by node_seed (a cluster has few ids). A plain dict, not
 # a subclass with __missing__: subscripting an exact dict is the fast path on every SET.
-NODE_SEEDS: dict[str, int] = {}
+NODE_SEEDS: Final[dict[str, int]] = {}
 
 
 def node_seed(node: str) -> int:
