@@ -141,7 +141,7 @@ def test_a_delete_not_yet_merged_everywhere_holds_its_tombstone(tmp_path: Path) 
 def test_a_member_back_after_the_horizon_does_not_resurrect(tmp_path: Path) -> None:
     nodes = start_cluster(
         tmp_path, 3, admin=True, extra=["--chaos", "--gc-horizon", "2", "--anti-entropy-interval",
-                                        "0.5"],
+                                        "0.5", "--rejoin", "manual"],
     )
     try:
         a, b, c = nodes

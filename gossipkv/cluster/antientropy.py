@@ -43,7 +43,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -212,6 +212,12 @@ class AntiEntropy:
             with contextlib.suppress(BaseException):
                 await t
         self._loop_task = None
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No exchange initiated by this node meanwhile (a running one finishes first)."""
+        async with self._running:
+            yield
 
     def exchange_soon(self, peer: str) -> None:
         """An exchange with ``peer`` as soon as the running one ends: replication asks for it

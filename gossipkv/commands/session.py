@@ -53,6 +53,9 @@ class Server:
         self.region = ""
         # Set by the node when it runs in a cluster (MEET, MEMBERS, WAIT, INFO replication).
         self.cluster: ClusterControl | None = None
+        # Non-empty while the node reloads its keyspace from its peers (a rejoin after the GC
+        # horizon): the error every command not flagged "loading" gets, as Redis's LOADING.
+        self.loading = ""
         self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
 
     @property
@@ -121,6 +124,8 @@ class Session:
             return errors.wrong_arity(cmd.name)
         if not self.authenticated and "no-auth" not in cmd.flags:
             return ErrorReply(errors.NOAUTH)
+        if server.loading and "loading" not in cmd.flags:
+            return ErrorReply(server.loading)
         server.stats.total_commands_processed += 1
         self.last_cmd = cmd.name
         try:
