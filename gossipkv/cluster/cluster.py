@@ -66,8 +66,6 @@ class Cluster:
             replication.on_overrun = antientropy.exchange_soon
         if antientropy is not None and watermark is not None:
             antientropy.refuse = watermark.refused
-        if antientropy is not None and rejoin is not None:
-            antientropy.on_expelled = rejoin.refused_by
         self.seeds = list(seeds or [])
         # This node's requirepass, sent as AUTH to a MEET target: one cluster, one password.
         self.password: Callable[[], str] = password or _no_password

@@ -8,7 +8,8 @@ does so and, with ``[cluster] rejoin = "auto"``, does it in-process.
 Who. Every tick a node tells each live member whose current run it refuses
 ``["rj", me, my run, that member's run, my component]``; its component is itself and the live
 members it neither refuses nor is refused by. A node that hears this about its own current run
-(an anti-entropy refusal counts too, without a component) decides:
+decides (run ids on both ends make sure that a refusal of an earlier run, or by one, never
+counts; an anti-entropy refusal, which names no run, is not used):
 
 - refused by a member it does not refuse: it is the one that was away, so it rejoins;
 - refused only by members it refuses too (each side expelled the other: a split longer than
@@ -70,8 +71,8 @@ NOTICE_TICKS = 3  # a refusal not repeated within this many ticks is forgotten
 class Refusal:
     """A member refuses this node's current run."""
 
-    run: str  # the refuser's run when it said so ("" when unknown)
-    component: tuple[str, ...] | None  # its side of the split; None when it did not say
+    run: str  # the refuser's run
+    component: tuple[str, ...]  # its side of the split
     at: float
 
 
@@ -191,13 +192,6 @@ class Rejoin:
         if target == self.replication.run_id and names and sender != self.me:
             self.refusals[sender] = Refusal(run, names, time.monotonic())
 
-    def refused_by(self, peer: str) -> None:
-        """Anti-entropy was refused by ``peer``: it expelled this node's current run."""
-        run, _ = self.replication.inbound_cursor(peer)
-        prev = self.refusals.get(peer)
-        component = prev.component if prev is not None and prev.run == run else None
-        self.refusals[peer] = Refusal(run, component, time.monotonic())
-
     def _valid(self) -> dict[str, Refusal]:
         """The refusals still in force: repeated lately, by a live member, in its run now."""
         now = time.monotonic()
@@ -221,9 +215,7 @@ class Rejoin:
         if any(not wm.stale(name) for name in refusals):
             return True  # refused by a member it never expelled: this node was away
         mine = self.component(refusals)
-        return any(
-            r.component is not None and beats(r.component, mine) for r in refusals.values()
-        )
+        return any(beats(r.component, mine) for r in refusals.values())
 
     # -- the rejoin ---------------------------------------------------------------------------
 
