@@ -2,8 +2,8 @@
 
 A tombstone goes once every member has merged the writes it covers; a member that is away
 holds it back until it has been away longer than the GC horizon; a member back after the
-horizon is refused (anti-entropy, snapshots) until it restarts empty, so it cannot bring
-deleted keys back.
+horizon is refused (anti-entropy, snapshots) until it restarts empty (``rejoin = "manual"``;
+tests/test_rejoin.py has it rejoin by itself), so it cannot bring deleted keys back.
 """
 
 from __future__ import annotations

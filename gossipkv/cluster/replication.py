@@ -264,7 +264,7 @@ class Replication:
         Each peer then answers the hello with -1 and gets this node's snapshot, and each peer
         reconnecting its own link finds no cursor here and sends its snapshot: the two-way
         exchange of a MEET."""
-        peers = await self._stop_links()
+        peers = dict(await self._stop_links())
         self.epoch += 1
         for writer in list(self._feeding.values()):
             writer.close()
@@ -278,10 +278,14 @@ class Replication:
         reset()
         self._start_run()
         for link in self.links.values():
+            if link.task is not None:  # started while the others stopped: it has the old id
+                link.task.cancel()
+                link.task = None
+                peers[link.name] = link.addr
             link.acked = link.contiguous = -1
             link.snapshot_covers = 0
         log.info("event=new_run run_id=%s peers=%d", self.run_id, len(peers))
-        for name, addr in peers:
+        for name, addr in peers.items():
             self.connect(name, addr)
 
     def synced(self, peer: str) -> bool:
