@@ -7,6 +7,7 @@ clusters are real ``gossipkv serve`` processes with a two-second horizon.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,29 @@ def test_a_two_node_split_past_the_horizon_rejoins_exactly_one_side(tmp_path: Pa
         wait_for(lambda: all(gc(n)["expelled"] == [] for n in nodes), 20, "readmission")
         assert rejoins(keeper) == 0 and rejoins(rejoiner) == 1
         assert "event=gc_rejoined" not in keeper.output()
+    finally:
+        stop_all(nodes)
+
+
+def test_the_side_that_kept_running_keeps_its_state(tmp_path: Path) -> None:
+    """A node stopped past the horizon expelled nobody: it rejoins, even holding the name
+    that would keep its state in a split, and its peer never drops its own."""
+    nodes = start_cluster(tmp_path, 2, admin=True, extra=FAST_GC)
+    try:
+        stopped, running = sorted(nodes, key=lambda n: n.name)
+        stopped.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_expelled(running, [stopped.name])
+            meanwhile = [f"meanwhile{i}" for i in range(10)]
+            with running.client() as cl:
+                cl.mset({k: "m" for k in meanwhile})
+        finally:
+            stopped.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: rejoins(stopped) == 1, 30, f"{stopped.name} to rejoin")
+        wait_converged(nodes)
+        for n in nodes:
+            assert values(n, meanwhile) == [b"m"] * len(meanwhile), n.name
+        assert rejoins(running) == 0
     finally:
         stop_all(nodes)
 
