@@ -199,6 +199,11 @@ def test_commands_answer_loading_while_the_keyspace_reloads() -> None:
     assert isinstance(s.execute([b"SET", b"k", b"v"]), ErrorReply)
     info = s.execute([b"INFO", b"persistence"])
     assert b"loading:1" in info  # type: ignore[operator]
+    # A client library's handshake still works: a subcommand counts by its own flags.
+    assert s.execute([b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"]) is not None
+    assert not isinstance(s.execute([b"CLIENT", b"SETINFO", b"LIB-VER", b"8"]), ErrorReply)
+    assert not isinstance(s.execute([b"CONFIG", b"GET", b"timeout"]), ErrorReply)
+    assert isinstance(s.execute([b"PING"]), ErrorReply)  # as Redis answers while loading
     server.loading = ""
     assert s.execute([b"SET", b"k", b"v"]) is not None
     assert s.execute([b"GET", b"k"]) == b"v"
