@@ -9,11 +9,14 @@ deadline) for equal DEBUG DIGEST on every node, and the checker's verdict on eve
 - pause: SIGSTOP of a node under load, SIGCONT after its peers declared it failed;
 - lossy: packet and frame loss plus delay between every pair of regions (lost replication
   frames are healed by anti-entropy only);
-- backlog: a partition that outlives a small replication backlog (``backlog_ops``).
+- backlog: a partition that outlives a small replication backlog (``backlog_ops``);
+- horizon: a partition {A} | {B, C} that outlives a short GC horizon: each side expels the
+  other, and after the heal A, the smaller side, drops its state and rejoins by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import tempfile
 import time
@@ -176,16 +179,59 @@ def backlog(run: Run) -> None:
     run.load(1.0)
 
 
+HORIZON_S = 2
+
+
+def _gc(node: ClusterNode) -> dict[str, Any]:
+    doc: dict[str, Any] = fetch("127.0.0.1", node.admin_port)
+    return dict(doc.get("gc") or {})
+
+
+def _rejoins(node: ClusterNode) -> int:
+    doc: dict[str, Any] = fetch("127.0.0.1", node.admin_port)
+    return int((doc.get("rejoin") or {}).get("rejoins", 0))
+
+
+def horizon(run: Run) -> None:
+    a, b, c = run.nodes
+    run.load(1.0)
+    cluster.partition([a], [b, c])
+    run.timed("B and C expel A", lambda: all(a.name in _gc(x)["expelled"] for x in (b, c)), 30)
+    run.timed("A expels B and C", lambda: {b.name, c.name} <= set(_gc(a)["expelled"]), 30)
+    cluster.heal(run.nodes)
+    with contextlib.suppress(redis.RedisError), a.client() as cl:
+        cl.execute_command("MEET", "127.0.0.1", b.port)  # in case A forgot them meanwhile
+    run.timed("A rejoined by itself", lambda: _rejoins(a) >= 1, 30)
+    run.timed("rejoined after heal", lambda: formed(run.nodes), 30)
+    run.load(1.0)
+    run.figures["rejoins"] = {n.name: _rejoins(n) for n in run.nodes}
+
+
+def _rejoined_once(figures: dict[str, Any], smaller: str) -> Check:
+    """The horizon scenario's own claim: the smaller side, and only it, rejoined once."""
+    c = Check("the smaller side rejoined, once")
+    rejoins: dict[str, int] = figures.get("rejoins", {})
+    c.items = sum(rejoins.values())
+    expected = {name: int(name == smaller) for name in rejoins}
+    if not rejoins or rejoins != expected:
+        c.violations.append(f"rejoins {rejoins}, expected {expected}")
+    return c
+
+
 SCENARIOS: dict[str, tuple[Callable[[Run], None], str]] = {
     "partition": (partition, "partition {A} | {B, C} under load, then heal"),
     "kill": (kill, "kill -9 of a node under load, empty node back with MEET"),
     "pause": (pause, "SIGSTOP / SIGCONT of a node under load"),
     "lossy": (lossy, "packet/frame loss and delay between regions"),
     "backlog": (backlog, f"partition outliving a {BACKLOG_OPS}-op replication backlog"),
+    "horizon": (horizon, f"partition {{A}} | {{B, C}} outliving a {HORIZON_S} s GC horizon"),
 }
 
 
 def _config(tmp: Path, name: str) -> list[str]:
+    if name == "horizon":
+        # Both sides expel each other; A, the smaller, rejoins in-process on its own.
+        return ["--gc-horizon", str(HORIZON_S)]
     if name != "backlog":
         return []
     path = tmp / "backlog.toml"
@@ -258,6 +304,8 @@ def run_scenario(name: str, short: bool = False, converge_within: float = 60) ->
             verdict = check(workload.ops, readers, converged)
             if name == "backlog":
                 verdict.checks.append(_healed_by_exchange(run.figures))
+            if name == "horizon":
+                verdict.checks.append(_rejoined_once(run.figures, run.nodes[0].name))
         finally:
             for cl in clients:
                 cl.close()

@@ -24,6 +24,7 @@ from rich.console import Console
 from gossipkv import __version__
 from gossipkv.config import (
     PROFILE_NAMES,
+    REJOIN_MODES,
     ConfigError,
     NodeConfig,
     check_port,
@@ -100,6 +101,10 @@ def serve(
         float | None,
         typer.Option(help="Seconds a dead member holds back tombstone GC before it is expelled."),
     ] = None,
+    rejoin: Annotated[
+        str | None,
+        typer.Option(help="After the GC horizon: auto (rejoin in-process) or manual (restart)."),
+    ] = None,
 ) -> None:
     """Run one node in the foreground until SIGINT or SIGTERM (which announce a leave first)."""
     try:
@@ -144,6 +149,10 @@ def serve(
         if gc_horizon <= 0:
             fail("--gc-horizon must be positive")
         cfg.gc_horizon = gc_horizon
+    if rejoin is not None:
+        if rejoin not in REJOIN_MODES:
+            fail(f"unknown rejoin mode {rejoin!r}: use one of {', '.join(REJOIN_MODES)}")
+        cfg.rejoin = rejoin
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         fail(f"unknown log level {log_level!r}")

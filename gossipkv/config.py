@@ -51,6 +51,9 @@ class NodeConfig:
     gc_horizon: float | None = None
     # Seconds between GC watermark rounds (frontier gossip and a collection pass).
     gc_interval: float = 1.0
+    # What the side of a separation longer than the GC horizon that must drop its state does:
+    # "auto" rejoins by snapshot in-process, "manual" reports it and waits for a restart.
+    rejoin: str = "auto"
 
     def resolved_name(self) -> str:
         return self.name or f"{self.host}:{self.port}"
@@ -161,6 +164,7 @@ def check_port(what: str, port: int, allow_zero: bool = True) -> None:
 
 
 OVERRUN_MODES = ("auto", "anti-entropy", "snapshot")
+REJOIN_MODES = ("auto", "manual")
 _CLUSTER_SECONDS = ("anti_entropy_interval", "gc_horizon", "gc_interval")
 _CLUSTER_INTS = ("cluster_port", "admin_port", "backlog_ops", "backlog_bytes")
 
@@ -200,6 +204,10 @@ def _apply_cluster(cfg: NodeConfig, table: dict[str, Any], path: Path) -> None:
             if value not in OVERRUN_MODES:
                 raise ConfigError(f"{where} must be one of {', '.join(OVERRUN_MODES)}")
             cfg.overrun = value
+        elif key == "rejoin":
+            if value not in REJOIN_MODES:
+                raise ConfigError(f"{where} must be one of {', '.join(REJOIN_MODES)}")
+            cfg.rejoin = value
         elif key == "chaos":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false")

@@ -26,6 +26,7 @@ from gossipkv.cluster.faults import Addr, Faults
 from gossipkv.cluster.member import Member
 from gossipkv.cluster.membership import Membership
 from gossipkv.cluster.profile import PROFILES
+from gossipkv.cluster.rejoin import Rejoin
 from gossipkv.cluster.replication import Replication
 from gossipkv.cluster.watermark import Watermark
 from gossipkv.commands.session import Server
@@ -175,12 +176,20 @@ class Node:
             self.bus, self.keyspace, membership, replication, cfg.resolved_gc_horizon(),
             cfg.gc_interval,
         )
+        rejoin = Rejoin(
+            self.bus, self.keyspace, membership, replication, watermark, antientropy, cfg.rejoin
+        )
+        rejoin.on_loading = self._loading
         self.cluster = Cluster(
             self.bus, membership, replication, cfg.seeds, lambda: self.server.requirepass,
-            antientropy, watermark,
+            antientropy, watermark, rejoin,
         )
         self.server.cluster = self.cluster
         await self.cluster.start()
+
+    def _loading(self, message: str) -> None:
+        """Clients get ``message`` as an error while a rejoin reloads the keyspace."""
+        self.server.loading = message
 
     def _member_at(self, addr: Addr) -> str | None:
         """The member name at a cluster address (fault injection's view of a packet's peer)."""

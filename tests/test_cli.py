@@ -118,10 +118,12 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ("[node]\nport = 70000\n", "out of range"),
         ("[node]\nname = 7\n", "node.name must be a string"),
         ("node = 3\n", "[node] must be a table"),
-        ("[node]\n[redis]\n", ""),  # valid: proves the cases above fail for their fault alone
+        ("[cluster]\nrejoin = 'sometimes'\n", "cluster.rejoin must be one of auto, manual"),
+        ("[node]\n[redis]\n[cluster]\nrejoin = 'manual'\n", ""),  # valid: proves the cases
+        # above fail for their fault alone
     ],
     ids=["invalid-toml", "port-string", "port-bool", "port-range", "name-int", "node-scalar",
-         "valid"],
+         "rejoin-mode", "valid"],
 )
 def test_bad_config_file(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "gossipkv with a rather long directory name to make the line long.toml"
@@ -140,6 +142,12 @@ def test_bad_config_file(tmp_path: Path, text: str, fragment: str) -> None:
 
 def test_out_of_range_port_flag() -> None:
     assert_one_line_error(gossipkv_cli("serve", "--port", "65536"), "out of range")
+
+
+def test_unknown_rejoin_mode_flag() -> None:
+    assert_one_line_error(
+        gossipkv_cli("serve", "--rejoin", "later"), "unknown rejoin mode 'later'", "auto, manual"
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

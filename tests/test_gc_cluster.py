@@ -2,8 +2,8 @@
 
 A tombstone goes once every member has merged the writes it covers; a member that is away
 holds it back until it has been away longer than the GC horizon; a member back after the
-horizon is refused (anti-entropy, snapshots) until it restarts empty, so it cannot bring
-deleted keys back.
+horizon is refused (anti-entropy, snapshots) until it restarts empty (``rejoin = "manual"``;
+tests/test_rejoin.py has it rejoin by itself), so it cannot bring deleted keys back.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_a_delete_not_yet_merged_everywhere_holds_its_tombstone(tmp_path: Path) 
 def test_a_member_back_after_the_horizon_does_not_resurrect(tmp_path: Path) -> None:
     nodes = start_cluster(
         tmp_path, 3, admin=True, extra=["--chaos", "--gc-horizon", "2", "--anti-entropy-interval",
-                                        "0.5"],
+                                        "0.5", "--rejoin", "manual"],
     )
     try:
         a, b, c = nodes

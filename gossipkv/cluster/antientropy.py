@@ -43,7 +43,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -169,8 +169,6 @@ class AntiEntropy:
         self.interval = interval
         # Members whose state must not be merged (back after the GC horizon): see watermark.py.
         self.refuse: Callable[[str], bool] = _never
-        # Called when a peer says it expelled this node: this node is the one that was away.
-        self.on_expelled: Callable[[str], None] = _ignore_name
         self.last: Summary | None = None
         self.current: Summary | None = None
         self.exchanges = 0
@@ -212,6 +210,12 @@ class AntiEntropy:
             with contextlib.suppress(BaseException):
                 await t
         self._loop_task = None
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No exchange initiated by this node meanwhile (a running one finishes first)."""
+        async with self._running:
+            yield
 
     def exchange_soon(self, peer: str) -> None:
         """An exchange with ``peer`` as soon as the running one ends: replication asks for it
@@ -289,8 +293,6 @@ class AntiEntropy:
             except (OSError, TimeoutError, EOFError, FrameError, AntiEntropyError) as e:
                 summary.error = _why(e)
                 log.info("event=ae_failed peer=%s error=%s", peer, summary.error)
-                if isinstance(e, RejoinRequired):
-                    self.on_expelled(peer)
             finally:
                 summary.ms = (time.monotonic() - started) * 1000
                 summary.running = False
@@ -818,10 +820,6 @@ def _never(name: str) -> bool:
 
 
 def _ignore(s: Summary) -> None:
-    return None
-
-
-def _ignore_name(name: str) -> None:
     return None
 
 

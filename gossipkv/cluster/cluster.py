@@ -26,6 +26,7 @@ from gossipkv.cluster.antientropy import AntiEntropy, AntiEntropyError, Summary
 from gossipkv.cluster.bus import Addr, ClusterBus
 from gossipkv.cluster.member import Member, State
 from gossipkv.cluster.membership import Membership
+from gossipkv.cluster.rejoin import Rejoin
 from gossipkv.cluster.replication import SNAPSHOT, STREAMING, Replication
 from gossipkv.cluster.watermark import Watermark
 from gossipkv.commands.replies import OK, ErrorReply, Reply
@@ -53,17 +54,18 @@ class Cluster:
         password: Callable[[], str] | None = None,
         antientropy: AntiEntropy | None = None,
         watermark: Watermark | None = None,
+        rejoin: Rejoin | None = None,
     ) -> None:
         self.bus = bus
         self.membership = membership
         self.replication = replication
         self.antientropy = antientropy
         self.watermark = watermark
+        self.rejoin = rejoin
         if antientropy is not None:
             replication.on_overrun = antientropy.exchange_soon
         if antientropy is not None and watermark is not None:
             antientropy.refuse = watermark.refused
-            antientropy.on_expelled = watermark.expelled_by
         self.seeds = list(seeds or [])
         # This node's requirepass, sent as AUTH to a MEET target: one cluster, one password.
         self.password: Callable[[], str] = password or _no_password
@@ -83,6 +85,8 @@ class Cluster:
         await self.membership.start()
         if self.watermark is not None:
             await self.watermark.start()
+        if self.rejoin is not None:
+            await self.rejoin.start()
         if self.antientropy is not None:
             await self.antientropy.start()
         seeds = [s for s in self.seeds if not self._is_me(s)]
@@ -96,6 +100,8 @@ class Cluster:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.rejoin is not None:
+            await self.rejoin.stop()
         if self.antientropy is not None:
             await self.antientropy.stop()
         if self.watermark is not None:
@@ -291,6 +297,8 @@ class Cluster:
             lines.extend(self.antientropy.info())
         if self.watermark is not None:
             lines.extend(self.watermark.info())
+        if self.rejoin is not None:
+            lines.extend(self.rejoin.info())
         return lines
 
     # -- status for people ------------------------------------------------------------------------
@@ -310,6 +318,7 @@ class Cluster:
             },
             "antientropy": None if self.antientropy is None else self.antientropy.status(),
             "gc": None if self.watermark is None else self.watermark.status(),
+            "rejoin": None if self.rejoin is None else self.rejoin.status(),
         }
 
 

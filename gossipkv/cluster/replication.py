@@ -197,18 +197,17 @@ class Replication:
         self.bus = bus
         self.keyspace = keyspace
         self.name = name
-        self.run_id = os.urandom(16).hex()
-        self.outbox = Outbox(backlog_ops, backlog_bytes)
-        self.outbox.needed = self._needed
-        self.outbox.retain(False)  # until the first peer appears
-        keyspace.sink = self.outbox.append
+        self.backlog = (backlog_ops, backlog_bytes)
         self.links: dict[str, PeerLink] = {}
+        self._start_run()
         self.inbound: dict[str, Inbound] = {}
         self.connect_timeout = CONNECT_TIMEOUT
         # Per origin run: the highest sequence merged, and the stream now feeding it.
         self._applied: dict[str, int] = {}
         self._feeding: dict[str, asyncio.StreamWriter] = {}
         self._waiters: list[_Waiter] = []
+        # Bumped by new_run: a stream received before it must not move a cursor after it.
+        self.epoch = 0
         # Per origin run: the first operation skipped as lost and not healed since (by a
         # snapshot or an anti-entropy exchange found in sync); acks report the cursor below it.
         self.gaps: dict[str, int] = {}
@@ -220,6 +219,14 @@ class Replication:
         self.on_overrun: Callable[[str], None] = _ignore_peer
         bus.on_stream(HELLO, self._serve)
 
+    def _start_run(self) -> None:
+        """A run: a random id, and an outbox numbering this run's writes from 1."""
+        self.run_id = os.urandom(16).hex()
+        self.outbox = Outbox(*self.backlog)
+        self.outbox.needed = self._needed
+        self.outbox.retain(bool(self.links))  # nothing kept until the first peer appears
+        self.keyspace.sink = self.outbox.append
+
     @property
     def seq(self) -> int:
         return self.outbox.seq
@@ -228,6 +235,15 @@ class Replication:
         """Links start on connect(); the receiver is registered on the bus already."""
 
     async def stop(self) -> None:
+        await self._stop_links()
+        for writer in list(self._feeding.values()):
+            writer.close()
+        for w in list(self._waiters):
+            self._resolve(w)
+
+    async def _stop_links(self) -> list[tuple[str, Addr]]:
+        """Stop every sender link; the peers that had a running one, with their address."""
+        running = [(link.name, link.addr) for link in self.links.values() if link.task]
         tasks = [link.task for link in self.links.values() if link.task is not None]
         for link in self.links.values():
             if link.task is not None:
@@ -239,10 +255,43 @@ class Replication:
             for t in pending:
                 t.cancel()  # again if a cancellation was swallowed
             _, pending = await asyncio.wait(pending, timeout=0.1)
+        return running
+
+    async def new_run(self, reset: Callable[[], None]) -> None:
+        """Start a new run in this process, as an empty restart would (a rejoin after the GC
+        horizon, cluster/rejoin.py): every stream in and out stops, ``reset`` runs (it drops
+        the keyspace), every cursor is forgotten, and the links reconnect with a new run id.
+        Each peer then answers the hello with -1 and gets this node's snapshot, and each peer
+        reconnecting its own link finds no cursor here and sends its snapshot: the two-way
+        exchange of a MEET."""
+        peers = dict(await self._stop_links())
+        self.epoch += 1
         for writer in list(self._feeding.values()):
             writer.close()
+        self._feeding.clear()
+        for stats in self.inbound.values():
+            stats.connected = False
+        self._applied.clear()
+        self.gaps.clear()
         for w in list(self._waiters):
             self._resolve(w)
+        reset()
+        self._start_run()
+        for link in self.links.values():
+            if link.task is not None:  # started while the others stopped: it has the old id
+                link.task.cancel()
+                link.task = None
+                peers[link.name] = link.addr
+            link.acked = link.contiguous = -1
+            link.snapshot_covers = 0
+        log.info("event=new_run run_id=%s peers=%d", self.run_id, len(peers))
+        for name, addr in peers.items():
+            self.connect(name, addr)
+
+    def synced(self, peer: str) -> bool:
+        """Whether this run has merged a snapshot of ``peer``'s (or resumed its stream)."""
+        stats = self.inbound.get(peer)
+        return stats is not None and self._applied.get(stats.run_id, -1) >= 0
 
     # -- links -----------------------------------------------------------------------------
 
@@ -527,9 +576,12 @@ class Replication:
         acks = _AckPacer(lambda: self._reply(stats, writer, self._ack(run_id)))
         snapshot_keys = 0
         refused = False  # snapshot frames of this stream were dropped (GC horizon)
+        epoch = self.epoch
         try:
             while True:
                 msg, size = await _read(reader)
+                if self.epoch != epoch:
+                    return  # a new run began: frames of this stream are not its to merge
                 stats.received_bytes += size
                 kind = msg[0]
                 if kind == "ops":

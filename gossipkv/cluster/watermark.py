@@ -22,12 +22,13 @@ knows which sequence numbers its writes got:
   own included). An origin never heard from is absent, so nothing it wrote is ever collected.
 
 A member dead for longer than ``horizon`` seconds stops holding the watermark back: it is
-*expelled*. Its stale state must then never be merged again, since it may hold writes whose
-removals were collected meanwhile: anti-entropy with it is refused both ways and snapshot
-frames from it are dropped, while its ordered stream of its own writes (from the replication
-backlog) is still merged. A node that finds that it expelled peers now back marks itself
-``rejoin_required``; it must be restarted empty to rejoin by snapshot (docs/SEMANTICS.md says
-what it may lose).
+*expelled*, in the replication run it had then. Its stale state must never be merged again,
+since it may hold writes whose removals were collected meanwhile: anti-entropy with it is
+refused both ways and snapshot frames from it are dropped, while its ordered stream of its own
+writes (from the replication backlog) is still merged. Which side of such a separation drops
+its state and rejoins by snapshot (``rejoin_required``) is cluster/rejoin.py's decision; a
+member that comes back in a new run (restarted empty, or rejoined in-process) is readmitted.
+docs/SEMANTICS.md says what a rejoining node keeps and loses.
 """
 
 from __future__ import annotations
@@ -122,34 +123,31 @@ class Watermark:
         if m.name == self.me:
             return
         if m.state in (State.ALIVE, State.SUSPECT):
-            if m.name in self.expelled and m.state == State.ALIVE:
-                if not self.rejoin_required:
-                    log.warning(
-                        "event=gc_member_back_after_horizon member=%s: its state is refused; "
-                        "restart whichever side was isolated to rejoin by snapshot", m.name,
-                    )
-                self._back_after_horizon(m.name)
+            if m.name in self.expelled and m.state == State.ALIVE and not self.rejoin_required:
+                log.warning(
+                    "event=gc_member_back_after_horizon member=%s: its state is refused until "
+                    "one side rejoins by snapshot", m.name,
+                )
             self.last_live[m.name] = time.monotonic()
             self.departed.discard(m.name)
         elif m.state == State.LEFT:
             self.last_live.pop(m.name, None)  # a graceful leave flushed everything first
             self.departed.add(m.name)
 
-    def expelled_by(self, peer: str) -> None:
-        """``peer`` refused this node's state: it was away past the horizon, so it must
-        restart empty to rejoin by snapshot."""
-        if not self.rejoin_required:
-            log.warning(
-                "event=gc_rejoin_required expelled_by=%s: restart this node to rejoin by "
-                "snapshot", peer,
-            )
-        self.rejoin_required = True
-
-    def _back_after_horizon(self, name: str) -> None:
-        # Every peer this node counted was expelled: this node is the one that was away.
-        counted = [n for n in self.last_live if n not in self.expelled]
-        if not counted:
-            self.rejoin_required = True
+    def reset(self) -> None:
+        """Forget every sample, frontier and expulsion, as an empty restart would: a rejoin
+        starts a new replication run with an empty keyspace (cluster/rejoin.py)."""
+        self._seqs.clear()
+        self._stamps.clear()
+        self.frontier = 0
+        self.heard.clear()
+        self.expelled.clear()
+        self.rejoin_required = False
+        now = time.monotonic()
+        self.last_live = {
+            name: now for name, m in self.membership.members.items()
+            if m.state in (State.ALIVE, State.SUSPECT) and name != self.me
+        }
 
     def counted(self, now: float | None = None) -> list[str]:
         """The members that hold the watermark back: alive, suspect, or dead within the
@@ -178,6 +176,11 @@ class Watermark:
     def _run_of(self, name: str) -> str:
         inbound = self.replication.inbound.get(name)
         return inbound.run_id if inbound is not None else ""
+
+    def stale(self, name: str) -> bool:
+        """Whether ``name`` is expelled and still in the run it was expelled in."""
+        run = self.expelled.get(name)
+        return run is not None and run == self._run_of(name)
 
     def refused(self, name: str) -> bool:
         """Whether ``name``'s state must not be merged: it was away past the horizon and

@@ -435,7 +435,7 @@ def _info_memory(srv: Server) -> InfoLines:
 
 def _info_persistence(srv: Server) -> InfoLines:
     return [
-        ("loading", 0),
+        ("loading", 1 if srv.loading else 0),
         ("async_loading", 0),
         ("rdb_changes_since_last_save", 0),
         ("rdb_bgsave_in_progress", 0),

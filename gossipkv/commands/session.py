@@ -15,7 +15,7 @@ from typing import Any
 from gossipkv.commands import errors
 from gossipkv.commands.control import ClusterControl
 from gossipkv.commands.replies import ErrorReply, Reply
-from gossipkv.commands.table import TABLE, CommandTable
+from gossipkv.commands.table import TABLE, Command, CommandTable
 from gossipkv.store.keyspace import Keyspace
 
 
@@ -53,6 +53,9 @@ class Server:
         self.region = ""
         # Set by the node when it runs in a cluster (MEET, MEMBERS, WAIT, INFO replication).
         self.cluster: ClusterControl | None = None
+        # Non-empty while the node reloads its keyspace from its peers (a rejoin after the GC
+        # horizon): the error every command not flagged "loading" gets, as Redis's LOADING.
+        self.loading = ""
         self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
         # The blocked clients of BLPOP/BRPOP/BLMOVE (commands/lists.py), made on first use.
         self.blocking: Any = None
@@ -123,9 +126,22 @@ class Session:
             return errors.wrong_arity(cmd.name)
         if not self.authenticated and "no-auth" not in cmd.flags:
             return ErrorReply(errors.NOAUTH)
+        if server.loading and not _runs_while_loading(cmd, argv):
+            return ErrorReply(server.loading)
         server.stats.total_commands_processed += 1
         self.last_cmd = cmd.name
         try:
             return cmd.handler(self, argv)
         except ErrorReply as e:
             return e
+
+
+def _runs_while_loading(cmd: Command, argv: list[bytes]) -> bool:
+    """Whether a command runs while the keyspace reloads: flagged "loading", as in Redis; for a
+    container (CLIENT, CONFIG ...), its subcommand, so that a client library's connection
+    handshake (HELLO, CLIENT SETINFO) still succeeds."""
+    if cmd.subcommands and len(argv) > 1:
+        sub = cmd.subcommands.get(argv[1].decode("utf-8", "replace").lower())
+        if sub is not None:
+            cmd = sub
+    return "loading" in cmd.flags

@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import xxhash
 
@@ -61,6 +61,17 @@ class Keyspace:
         self.actor = f"{node}#{secrets.token_hex(4)}"
         self.clock = clock or HLC()
         self.sink: Sink = sink or _no_sink
+        self._start_empty()
+        self.on_suspect_read: Callable[[bytes], None] | None = None
+        self.gc = gc.Collector()
+        self.now_ms: Callable[[], int] = _now_ms
+        self.expired_keys = 0
+        self.keyspace_hits = 0
+        self.keyspace_misses = 0
+        self.on_change: list[Callable[[bytes, Entry], None]] = []
+
+    def _start_empty(self) -> None:
+        """The containers of an empty keyspace (at start, and when a rejoin drops it all)."""
         self.live: dict[bytes, Entry] = {}
         # Keys whose every write has been observed-removed. Kept so that a delayed delta
         # merges against the removal instead of resurrecting the key, until every stamp in it
@@ -79,16 +90,29 @@ class Keyspace:
         # Read repair: leaves known to differ from some peer (kept by the anti-entropy code),
         # and what a read of a key in one of them calls.
         self.suspect: set[int] = set()
-        self.on_suspect_read: Callable[[bytes], None] | None = None
-        self.gc = gc.Collector()
-        self.now_ms: Callable[[], int] = _now_ms
-        self.expired_keys = 0
-        self.keyspace_hits = 0
-        self.keyspace_misses = 0
-        self.on_change: list[Callable[[bytes, Entry], None]] = []
 
     def __len__(self) -> int:
         return len(self.live)
+
+    def drop_all(self) -> Leftovers:
+        """Forget every key, tombstone and expiry without writing a removal, and count under
+        a new counter actor from now on, as an empty restart would.
+
+        Only a node rejoining the cluster after the GC horizon does this (cluster/rejoin.py):
+        its state may hold writes whose removals the cluster has collected, so it must be
+        forgotten, never merged or removed (a removal would replicate and delete what the
+        cluster holds); peers' snapshots then refill it through ``merge``. The swap is O(1);
+        the old contents come back as Leftovers for the caller to free in slices, so that no
+        event-loop turn is proportional to the keyspace.
+        """
+        old = Leftovers([
+            self.live, self.tombstones, self.hashes, self.expiry.deadlines, self.expiry._heap,
+            *self.buckets.sets, *self.tomb_buckets.sets,
+        ])
+        self._start_empty()
+        self.gc.cursor = 0
+        self.actor = f"{self.node}#{secrets.token_hex(4)}"
+        return old
 
     # -- the one path -------------------------------------------------------------------------
 
@@ -351,6 +375,39 @@ class Keyspace:
         below it has been merged by every member, and no state holding such a write that a
         member has not merged can still arrive (causal stability)."""
         return self.gc.step(self, stable, budget)
+
+
+class Leftovers:
+    """What ``Keyspace.drop_all`` took out, emptied a slice at a time by ``free``."""
+
+    __slots__ = ("_piles",)
+
+    def __init__(self, piles: list[Any]) -> None:
+        self._piles = [p for p in piles if p]
+
+    @property
+    def done(self) -> bool:
+        return not self._piles
+
+    def free(self, budget: int) -> int:
+        """Drop about ``budget`` items (an item's own size aside); the number dropped."""
+        piles = self._piles
+        dropped = 0
+        while piles and dropped < budget:
+            pile = piles[-1]
+            n = min(len(pile), budget - dropped)
+            if isinstance(pile, dict):
+                for _ in range(n):
+                    pile.popitem()
+            elif isinstance(pile, set):
+                for _ in range(n):
+                    pile.pop()
+            else:
+                del pile[len(pile) - n:]
+            dropped += n
+            if not pile:
+                piles.pop()
+        return dropped
 
 
 class TreeRebuild:
