@@ -427,8 +427,10 @@ class ZSet:
 _NO_INDEX: Final[SortedList] = SortedList()  # the shared, never mutated, index of deltas
 _PACK: Final = struct.Struct(">Q")
 _DOUBLE: Final = struct.Struct(">d")
-_pack_q, _unpack_q = _PACK.pack, _PACK.unpack
-_pack_d, _unpack_d = _DOUBLE.pack, _DOUBLE.unpack
+_pack_q: Final = _PACK.pack
+_unpack_q: Final = _PACK.unpack
+_pack_d: Final = _DOUBLE.pack
+_unpack_d: Final = _DOUBLE.unpack
 _SIGN: Final = 1 << 63
 _ALL: Final = (1 << 64) - 1
 
