@@ -7,9 +7,14 @@ greatest id first, is the list. Concurrent inserts at the same place are thereby
 the same on every replica, and all of them are kept.
 
 Removal (POP, LREM, LTRIM, DEL) marks an observed element removed; its value is dropped and only
-its id and reference stay, so later inserts that name it as reference still land in place. A
-removal that arrives before the insert it removes is remembered in ``gone`` until the insert does.
-LSET rewrites an element's value as an LWW register stamped (HLC, node); removal beats it.
+its id, its reference and the removal's stamp (a fresh (HLC, node) of the remover) stay, so later
+inserts that name it as reference still land in place. A removal that arrives before the insert
+it removes is remembered in ``gone`` until the insert does. LSET rewrites an element's value as
+an LWW register stamped (HLC, node); removal beats it, and of two removals the greater stamp is
+kept, so an element's state is a join: visible by LSET stamp < removed by removal stamp.
+
+Tombstones are collected once their removal is causally stable (``collect``), which is what the
+removal's stamp is for.
 
 Local operations work at the ends of the visible order (a deque of ids), so LPUSH/RPUSH/LPOP/
 RPOP are O(1). A merged insert takes a fast path when its place in the visible order is plain
@@ -27,7 +32,7 @@ from contextlib import suppress
 from itertools import islice
 from typing import Any, ClassVar
 
-from gossipkv.crdt.causal import SEEDS, combine, dot_hash, dots_hash, hash_bytes
+from gossipkv.crdt.causal import SEEDS, combine, hash_bytes
 from gossipkv.crdt.collection import register
 
 Dot = tuple[int, str]
@@ -41,8 +46,18 @@ _BULK_MERGE = 64
 _KIND_SEED = 1
 _SEED_GONE = 0x60E
 
+# A list this long is scanned for collectable tombstones only once enough new ones piled up.
+_SCAN_SMALL = 4096
+
 
 _PACK = struct.Struct(">QQQB").pack
+_PACK_GONE = struct.Struct(">QQ").pack
+
+
+def _gone_hash(i: Dot, removed: Dot) -> int:
+    """The hash of one removal waiting for its element: the id and the removal's stamp."""
+    return hash_bytes(_PACK_GONE(i[0], removed[0]), SEEDS[i[1]][0] ^ SEEDS[removed[1]][2]
+                      ^ _SEED_GONE)
 
 
 def _element_hash(i: Dot, e: Element) -> int:
@@ -62,7 +77,8 @@ def _element_hash(i: Dot, e: Element) -> int:
 
 
 class Element:
-    """One inserted element: its reference, its value (None once removed), the value's stamp."""
+    """One inserted element: its reference, its value (None once removed), and the stamp of
+    its value (the id itself until an LSET) or, once removed, of its removal."""
 
     __slots__ = ("ref", "stamp", "value")
 
@@ -74,8 +90,8 @@ class Element:
 
 def _restate(i: Dot, e: Element, value: bytes | None, stamp: Dot, h: int | None) -> int | None:
     """Give element ``i`` a new value and stamp, keeping the digest ``h`` (when kept) up to
-    date: the element's old hash out, its new one in. A removed element keeps no stamp of its
-    own (``stamp`` is then its id)."""
+    date: the element's old hash out, its new one in. A removed element's stamp is its
+    removal's."""
     if h is not None:
         h ^= _element_hash(i, e)
     e.value = value
@@ -89,26 +105,34 @@ class RGA:
     """The state of one list, and equally a delta of it."""
 
     KIND: ClassVar[str] = "list"
-    __slots__ = ("_h", "_order", "_orphans", "_top", "elements", "gone")
+    __slots__ = ("_floor", "_h", "_order", "_orphans", "_scan_at", "_top", "elements", "gone")
 
     def __init__(self) -> None:
         self.elements: dict[Dot, Element] = {}
-        self.gone: set[Dot] = set()  # removals of elements not seen yet
+        self.gone: dict[Dot, Dot] = {}  # removals of elements not seen yet: id -> removal stamp
         # The visible order, or None when it must be rebuilt from the tree.
         self._order: deque[Dot] | None = deque()
         self._top: Dot | None = None  # the greatest id inserted at the head
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
         # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
         self._h: int | None = None
+        # Local to this replica (neither merged nor hashed): per node, the greatest id of it
+        # collected here; every element of that node at or below it was merged here, so one
+        # absent now was collected, and a stale copy of it merged again is ignored.
+        self._floor: dict[str, int] | None = None
+        # Removed elements (tombstones and orphans) at or below which collect skips its scan:
+        # the last scan found every tombstone it left blocked by the tree, not by stability.
+        self._scan_at = -1
 
     # -- the join ------------------------------------------------------------------------------
 
     def copy(self) -> RGA:
         c = RGA()
         c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
-        c.gone = set(self.gone)
+        c.gone = dict(self.gone)
         c._order = None
         c._h = self._h
+        c._floor = dict(self._floor) if self._floor else None
         return c
 
     def settle(self) -> None:
@@ -128,43 +152,56 @@ class RGA:
             # visible order: rebuild it once, lazily, instead.
             self._order = None
         h = self._h
+        floor = self._floor
         ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
             mine = elements.get(i)
             if mine is None:
+                if floor is not None and i[0] <= floor.get(i[1], -1):
+                    continue  # collected here: a stale copy (see collect)
                 value = e.value
-                if i in gone:
-                    gone.discard(i)
-                    value = None
+                stamp = e.stamp
+                if gone and i in gone:
+                    removed = gone.pop(i)
                     if h is not None:
-                        h ^= dot_hash(i, _SEED_GONE)
-                # A removed element keeps no stamp of its own: its state is the same however
-                # many LSETs reached it first.
-                mine = Element(e.ref, value, e.stamp if value is not None else i)
+                        h ^= _gone_hash(i, removed)
+                    if value is not None or removed > stamp:
+                        stamp = removed
+                    value = None
+                mine = Element(e.ref, value, stamp)
                 elements[i] = mine
                 if h is not None:
                     h ^= _element_hash(i, mine)
                 self._place(i, mine)
             elif mine.value is not None:
                 if e.value is None:
-                    h = self._remove(i, mine, h)
+                    h = self._remove(i, mine, e.stamp, h)
                 elif e.stamp > mine.stamp:
                     h = _restate(i, mine, e.value, e.stamp, h)
-        for i in other.gone:
+            elif e.value is None and e.stamp > mine.stamp:
+                h = _restate(i, mine, None, e.stamp, h)  # removed twice: the greater stamp
+        for i, removed in other.gone.items():
             mine = elements.get(i)
             if mine is None:
-                if i not in gone:
-                    gone.add(i)
+                if floor is not None and i[0] <= floor.get(i[1], -1):
+                    continue
+                was = gone.get(i)
+                if was is None or removed > was:
+                    gone[i] = removed
                     if h is not None:
-                        h ^= dot_hash(i, _SEED_GONE)
+                        if was is not None:
+                            h ^= _gone_hash(i, was)
+                        h ^= _gone_hash(i, removed)
             elif mine.value is not None:
-                h = self._remove(i, mine, h)
+                h = self._remove(i, mine, removed, h)
+            elif removed > mine.stamp:
+                h = _restate(i, mine, None, removed, h)
         self._h = h
 
-    def _remove(self, i: Dot, mine: Element, h: int | None) -> int | None:
+    def _remove(self, i: Dot, mine: Element, removed: Dot, h: int | None) -> int | None:
         """A visible element removed by a merge; returns the digest with it restated."""
-        h = _restate(i, mine, None, i, h)
+        h = _restate(i, mine, None, removed, h)
         self._hide(i)
         return h
 
@@ -296,24 +333,26 @@ class RGA:
         d.elements[i] = Element(self.elements[i].ref, value, (now(), node))
         return d
 
-    def remove(self, ids: Iterable[Dot]) -> RGA:
-        """The delta removing the given (observed) elements."""
+    def remove(self, ids: Iterable[Dot], stamp: Dot | None = None) -> RGA:
+        """The delta removing the given (observed) elements, dated by ``stamp``: a fresh
+        (HLC, node) of the remover. An undated removal (each element's own id stands for the
+        stamp) is never collected."""
         d = _delta()
-        d.gone = set(ids)
+        d.gone = dict.fromkeys(ids, stamp) if stamp is not None else {i: i for i in ids}
         return d
 
-    def pop(self, count: int, left: bool) -> tuple[RGA, list[bytes]]:
+    def pop(self, count: int, left: bool, stamp: Dot | None = None) -> tuple[RGA, list[bytes]]:
         """LPOP/RPOP: the delta removing up to ``count`` elements from one end, and their values."""
         order = self.order()
         n = min(count, len(order))
         ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
         elements = self.elements
         values = [elements[i].value for i in ids]
-        return self.remove(ids), values  # type: ignore[return-value]
+        return self.remove(ids, stamp), values  # type: ignore[return-value]
 
-    def removal(self) -> RGA:
+    def removal(self, stamp: Dot | None = None) -> RGA:
         """Observed-remove of every visible element."""
-        return self.remove(self.order())
+        return self.remove(self.order(), stamp)
 
     # -- clocks, wire form, digests ------------------------------------------------------------
 
@@ -324,13 +363,15 @@ class RGA:
                 m = i[0]
             if e.stamp[0] > m:
                 m = e.stamp[0]
-        for i in self.gone:
-            if i[0] > m:
-                m = i[0]
+        for removed in self.gone.values():
+            if removed[0] > m:  # a dated removal is newer than its element; an undated is it
+                m = removed[0]
         return m
 
     def encode(self) -> list[Any]:
-        """Canonical: [[ts, node, ref ts, ref node, value, stamp ts, stamp node]..., gone]."""
+        """Canonical: [[ts, node, ref ts, ref node, value, stamp ts, stamp node]...,
+        [[removal ts, removal node, [ts, node, ts, node...]]...]]: the stamp is left out
+        (None, None) where it is the id; ``gone`` is grouped by removal."""
         rows: list[Any] = []
         elements = self.elements
         for i in sorted(elements):
@@ -343,20 +384,46 @@ class RGA:
                 e.value,
                 stamp[0] if stamp != i else None, stamp[1] if stamp != i else None,
             ])
-        return [rows, [[t, n] for t, n in sorted(self.gone)]]
+        by_removal: dict[Dot, list[Dot]] = {}
+        for i, removed in self.gone.items():
+            ids = by_removal.get(removed)
+            if ids is None:
+                by_removal[removed] = [i]
+            else:
+                ids.append(i)
+        gone = [
+            [r[0], r[1], [x for i in sorted(ids) for x in i]]
+            for r, ids in sorted(by_removal.items())
+        ]
+        return [rows, gone]
 
     @classmethod
     def decode(cls, data: list[Any]) -> RGA:
-        rows, gone = data
+        """Also reads the earlier form, whose ``gone`` rows were [ts, node] (undated)."""
+        rows, gone_rows = data
         r = cls()
         r._order = None
         elements = r.elements
+        stamps: dict[Dot, Dot] = {}  # one tuple per removal, shared by what it removed
         for ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node in rows:
             i = (ts, node)
             ref = (ref_ts, ref_node) if ref_ts is not None else None
-            stamp = (stamp_ts, stamp_node) if stamp_ts is not None else i
+            if stamp_ts is None:
+                stamp = i
+            else:
+                stamp = (stamp_ts, stamp_node)
+                stamp = stamps.setdefault(stamp, stamp)
             elements[i] = Element(ref, value, stamp)
-        r.gone = {(t, n) for t, n in gone}
+        gone = r.gone
+        for row in gone_rows:
+            if len(row) == 2:
+                i = (row[0], row[1])
+                gone[i] = i
+                continue
+            removed = (row[0], row[1])
+            flat = row[2]
+            for k in range(0, len(flat), 2):
+                gone[(flat[k], flat[k + 1])] = removed
         return r
 
     def digest(self) -> int:
@@ -364,22 +431,148 @@ class RGA:
         removals still waiting for their element."""
         h = self._h
         if h is None:
-            h = dots_hash(self.gone, _SEED_GONE)
+            h = 0
+            for i, removed in self.gone.items():
+                h ^= _gone_hash(i, removed)
             for i, e in self.elements.items():
                 h ^= _element_hash(i, e)
             self._h = h
         return combine(_KIND_SEED, h)
 
-    def collect(self, stable: Mapping[str, int]) -> int:
-        """Causal-stability GC of list tombstones: none is dropped (see docs/SEMANTICS.md,
-        "Lists"). A removal carries no stamp of its own, so stability of the ids does not
-        show that no insert naming a removed element is still in flight; dropping one would
-        leave such an insert unplaceable on this replica and placed on the others."""
-        return 0
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
+        """Forget tombstones and early removals no delivery can need any more; returns how
+        many went. ``stable`` is the stable vector; ``cstable[n] >= R`` (the causal frontier,
+        cluster/watermark.py) means every member has merged n's writes stamped up to R and
+        every write any member made before merging them.
+
+        A removal waiting in ``gone`` goes once its element's id is stable: the insert was
+        merged here then, so only a stale copy of it can still come, which the floor ignores.
+
+        A tombstone e (removed at stamp (R, n)) goes when all of:
+
+        - ``cstable[n] >= R``: every insert naming e was made before its maker merged the
+          removal (a local insert names a visible element), so every one is here already;
+        - its id is stable, so the floor may cover it (a stale copy is then ignored);
+        - the tree reads the same without it. The list is the pre-order of the reference
+          tree, children greatest id first, and a child's id exceeds its parent's. A leaf
+          tombstone is invisible, and so is its absence. A tombstone that is its parent's
+          greatest child hands its children to that parent: their ids exceed e's, so they
+          come first among the parent's children, exactly where e's subtree was. A later
+          insert under the parent lands by id among e's former children instead of before
+          e; the same place as long as its id exceeds theirs, which holds for every insert
+          not merged yet when each child k has ``cstable[k] >= k``: an insert made before
+          its maker merged k is here, one made after has an id above k.
+
+        An undated removal (the earlier wire form) is kept. A tombstone blocked by the tree
+        waits for its greater siblings to go. Children are visited before their parents
+        (descending ids), so one call reaches what the current state allows.
+        """
+        n = self._collect_gone(stable) if self.gone else 0
+        if cstable is None:
+            return n
+        elements = self.elements
+        dead = len(elements) - len(self.order())
+        if dead <= self._scan_at:
+            return n  # nothing removed since a scan that found only tree-blocked tombstones
+        children: dict[Dot | None, list[Dot]] = {}
+        removed: list[Dot] = []
+        for i, e in elements.items():
+            kids = children.get(e.ref)
+            if kids is None:
+                children[e.ref] = [i]
+            else:
+                kids.append(i)
+            if e.value is None:
+                removed.append(i)
+        removed.sort(reverse=True)
+        dropped: set[Dot] = set()
+        ordered: set[Dot | None] = set()  # sibling lists sorted so far
+        waiting = False
+        h = self._h
+        floor = self._floor
+        for i in removed:
+            e = elements[i]
+            st = e.stamp
+            if st[0] <= i[0]:
+                continue  # undated
+            if st[0] > cstable.get(st[1], -1) or i[0] > stable.get(i[1], -1):
+                waiting = True
+                continue
+            ref = e.ref
+            kids = children.get(i)
+            if kids is not None:
+                kids = [k for k in kids if k not in dropped]
+            if kids:
+                if ref is not None and ref not in elements:
+                    continue  # an orphan: where its children belong is not known here
+                siblings = children[ref]
+                if ref not in ordered:
+                    siblings.sort()
+                    ordered.add(ref)
+                while siblings[-1] in dropped:
+                    siblings.pop()
+                if siblings[-1] != i:
+                    continue  # a greater sibling stays ahead of it
+                if any(k[0] > cstable.get(k[1], -1) for k in kids):
+                    waiting = True
+                    continue
+                siblings.pop()
+                kids.sort()
+                for k in kids:
+                    child = elements[k]
+                    if h is not None:
+                        h ^= _element_hash(k, child)
+                    child.ref = ref
+                    if h is not None:
+                        h ^= _element_hash(k, child)
+                siblings.extend(kids)  # all greater than every sibling left: still sorted
+                if ref is None:
+                    self._top = kids[-1]
+            elif ref is None and self._top == i:
+                self._top = None  # re-read below
+            dropped.add(i)
+            del elements[i]
+            if h is not None:
+                h ^= _element_hash(i, e)
+            if floor is None:
+                floor = self._floor = {}
+            if i[0] > floor.get(i[1], -1):
+                floor[i[1]] = i[0]
+            n += 1
+        self._h = h
+        if dropped and self._top is None:
+            heads = [k for k in children.get(None, ()) if k not in dropped]
+            self._top = max(heads) if heads else None
+        left = dead - len(dropped)
+        if waiting:
+            self._scan_at = -1
+        elif len(elements) > _SCAN_SMALL:
+            self._scan_at = left + (len(elements) >> 4)
+        else:
+            self._scan_at = left
+        return n
+
+    def _collect_gone(self, stable: Mapping[str, int]) -> int:
+        gone = self.gone
+        done = [i for i in gone if i[0] <= stable.get(i[1], -1)]
+        if not done:
+            return 0
+        h = self._h
+        floor = self._floor
+        if floor is None:
+            floor = self._floor = {}
+        for i in done:
+            removed = gone.pop(i)
+            if h is not None:
+                h ^= _gone_hash(i, removed)
+            if i[0] > floor.get(i[1], -1):
+                floor[i[1]] = i[0]
+        self._h = h
+        return len(done)
 
     def stable_in(self, stable: Mapping[str, int]) -> bool:
         """Every id and stamp here is covered by ``stable``, and nothing is removed: a list
-        with tombstones is never forgotten, for the reason ``collect`` gives."""
+        key's tombstone is forgotten once ``collect`` has dropped every removed element."""
         for i, e in self.elements.items():
             if e.value is None:
                 return False
@@ -404,11 +597,13 @@ def _delta() -> RGA:
     keyspace may adopt a delta as a new key's state."""
     d = _new(RGA)
     d.elements = {}
-    d.gone = set()
+    d.gone = {}
     d._order = None
     d._top = None
     d._orphans = 0
     d._h = None
+    d._floor = None
+    d._scan_at = -1
     return d
 
 
