@@ -630,6 +630,18 @@ class Replication:
             if writer is not None and stats is not None and run_id in self._applied:
                 self._reply(stats, writer, self._ack(run_id))  # the sender learns at once
 
+    def merged_cursors(self) -> dict[str, tuple[str, int]]:
+        """Per peer: (run id, the sequence of its stream merged with no gap below it)."""
+        out: dict[str, tuple[str, int]] = {}
+        applied = self._applied
+        gaps = self.gaps
+        for peer, stats in self.inbound.items():
+            run = stats.run_id
+            upto = applied.get(run, -1)
+            gap = gaps.get(run)
+            out[peer] = (run, upto if gap is None else min(upto, gap - 1))
+        return out
+
     def inbound_cursor(self, peer: str) -> tuple[str, int]:
         """(run id, applied) of the stream ``peer`` feeds us; ("", -1) when none."""
         stats = self.inbound.get(peer)
