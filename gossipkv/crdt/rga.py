@@ -471,8 +471,7 @@ class RGA:
         if cstable is None:
             return n
         elements = self.elements
-        dead = len(elements) - len(self.order())
-        if dead <= self._scan_at:
+        if self._tombstones() <= self._scan_at:
             return n  # nothing removed since a scan that found only tree-blocked tombstones
         children: dict[Dot | None, list[Dot]] = {}
         removed: list[Dot] = []
@@ -504,7 +503,8 @@ class RGA:
                 kids = [k for k in kids if k not in dropped]
             if kids:
                 if ref is not None and ref not in elements:
-                    continue  # an orphan: where its children belong is not known here
+                    waiting = True  # an orphan: its children's place is not known here yet
+                    continue
                 siblings = children[ref]
                 if ref not in ordered:
                     siblings.sort()
@@ -540,17 +540,23 @@ class RGA:
                 floor[i[1]] = i[0]
             n += 1
         self._h = h
-        if dropped and self._top is None:
-            heads = [k for k in children.get(None, ()) if k not in dropped]
-            self._top = max(heads) if heads else None
-        left = dead - len(dropped)
+        if dropped:
+            if self._orphans:
+                self._order = None  # an orphan may have gone: recount them
+            elif self._top is None:
+                heads = [k for k in children.get(None, ()) if k not in dropped]
+                self._top = max(heads) if heads else None
         if waiting:
             self._scan_at = -1
-        elif len(elements) > _SCAN_SMALL:
-            self._scan_at = left + (len(elements) >> 4)
         else:
-            self._scan_at = left
+            left = self._tombstones()
+            self._scan_at = left + (len(elements) >> 4 if len(elements) > _SCAN_SMALL else 0)
         return n
+
+    def _tombstones(self) -> int:
+        """The removed elements placed in the tree (orphans are not counted: one placed
+        later leaves this unchanged)."""
+        return len(self.elements) - len(self.order()) - self._orphans
 
     def _collect_gone(self, stable: Mapping[str, int]) -> int:
         gone = self.gone
