@@ -24,6 +24,7 @@ visible order is rebuilt from the tree on the next read.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 from collections import deque
@@ -105,7 +106,10 @@ class RGA:
     """The state of one list, and equally a delta of it."""
 
     KIND: ClassVar[str] = "list"
-    __slots__ = ("_floor", "_h", "_order", "_orphans", "_scan_at", "_top", "elements", "gone")
+    __slots__ = (
+        "_floor", "_ghosts", "_h", "_moved", "_order", "_orphans", "_scan_at", "_top",
+        "elements", "gone",
+    )
 
     def __init__(self) -> None:
         self.elements: dict[Dot, Element] = {}
@@ -120,8 +124,16 @@ class RGA:
         # collected here; every element of that node at or below it was merged here, so one
         # absent now was collected, and a stale copy of it merged again is ignored.
         self._floor: dict[str, int] | None = None
-        # Removed elements (tombstones and orphans) at or below which collect skips its scan:
-        # the last scan found every tombstone it left blocked by the tree, not by stability.
+        # Tombstones whose removal is causally stable but which the tree still needs (see
+        # collect): no longer in the digest, so that replicas that collected in another order
+        # hash alike.
+        self._ghosts: set[Dot] | None = None
+        # Elements placed under another parent than their reference since collect dropped the
+        # tombstone between them: id -> the parent they are placed under now. The reference
+        # itself stays the element's (it is what the digest hashes).
+        self._moved: dict[Dot, Dot | None] | None = None
+        # Placed tombstones at or below which collect skips its scan: the last scan found every
+        # tombstone it left blocked by the tree, not waiting for stability.
         self._scan_at = -1
 
     # -- the join ------------------------------------------------------------------------------
@@ -133,6 +145,8 @@ class RGA:
         c._order = None
         c._h = self._h
         c._floor = dict(self._floor) if self._floor else None
+        c._ghosts = set(self._ghosts) if self._ghosts else None
+        c._moved = dict(self._moved) if self._moved else None
         return c
 
     def settle(self) -> None:
@@ -153,6 +167,8 @@ class RGA:
             self._order = None
         h = self._h
         floor = self._floor
+        ghosts = self._ghosts
+        moved = other._moved
         ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
@@ -169,18 +185,28 @@ class RGA:
                     if value is not None or removed > stamp:
                         stamp = removed
                     value = None
-                mine = Element(e.ref, value, stamp)
+                ref = e.ref
+                mine = Element(ref, value, stamp)
                 elements[i] = mine
                 if h is not None:
                     h ^= _element_hash(i, mine)
-                self._place(i, mine)
+                if moved and i in moved and ref is not None and ref not in elements:
+                    # Its reference was collected where it comes from: place it as there.
+                    ref = moved[i]
+                    if self._moved is None:
+                        self._moved = {}
+                    self._moved[i] = ref
+                self._place(i, mine, ref)
             elif mine.value is not None:
                 if e.value is None:
                     h = self._remove(i, mine, e.stamp, h)
                 elif e.stamp > mine.stamp:
                     h = _restate(i, mine, e.value, e.stamp, h)
-            elif e.value is None and e.stamp > mine.stamp:
-                h = _restate(i, mine, None, e.stamp, h)  # removed twice: the greater stamp
+            elif e.value is None and e.stamp > mine.stamp:  # removed twice: the greater stamp
+                if ghosts and i in ghosts:
+                    mine.stamp = e.stamp  # not hashed any more
+                else:
+                    h = _restate(i, mine, None, e.stamp, h)
         for i, removed in other.gone.items():
             mine = elements.get(i)
             if mine is None:
@@ -196,7 +222,10 @@ class RGA:
             elif mine.value is not None:
                 h = self._remove(i, mine, removed, h)
             elif removed > mine.stamp:
-                h = _restate(i, mine, None, removed, h)
+                if ghosts and i in ghosts:
+                    mine.stamp = removed
+                else:
+                    h = _restate(i, mine, None, removed, h)
         self._h = h
 
     def _remove(self, i: Dot, mine: Element, removed: Dot, h: int | None) -> int | None:
@@ -205,15 +234,15 @@ class RGA:
         self._hide(i)
         return h
 
-    def _place(self, i: Dot, e: Element) -> None:
-        """Put a newly merged element into the visible order, or mark the order stale."""
+    def _place(self, i: Dot, e: Element, ref: Dot | None) -> None:
+        """Put a newly merged element, placed under ``ref``, into the visible order, or mark
+        the order stale."""
         order = self._order
         if order is None:
             return  # the rebuild places everything
         if self._orphans:
             self._order = None  # it may be the reference an orphan waits for
             return
-        ref = e.ref
         if ref is None:
             top = self._top
             if top is None or i > top:
@@ -250,15 +279,22 @@ class RGA:
             order = self._order = self._rebuild()
         return order
 
-    def _rebuild(self) -> deque[Dot]:
-        elements = self.elements
+    def _children(self) -> dict[Dot | None, list[Dot]]:
+        """Each placed parent's children, unsorted (the reference, or where collect moved it)."""
         children: dict[Dot | None, list[Dot]] = {}
-        for i, e in elements.items():
-            kids = children.get(e.ref)
+        moved = self._moved
+        for i, e in self.elements.items():
+            p = e.ref if not moved else moved.get(i, e.ref)
+            kids = children.get(p)
             if kids is None:
-                children[e.ref] = [i]
+                children[p] = [i]
             else:
                 kids.append(i)
+        return children
+
+    def _rebuild(self) -> deque[Dot]:
+        elements = self.elements
+        children = self._children()
         order: deque[Dot] = deque()
         stack = children.get(None, [])
         stack.sort()  # popped greatest first
@@ -369,21 +405,28 @@ class RGA:
         return m
 
     def encode(self) -> list[Any]:
-        """Canonical: [[ts, node, ref ts, ref node, value, stamp ts, stamp node]...,
-        [[removal ts, removal node, [ts, node, ts, node...]]...]]: the stamp is left out
-        (None, None) where it is the id; ``gone`` is grouped by removal."""
+        """[[ts, node, ref ts, ref node, value, stamp ts, stamp node (, placed under ts,
+        node)]..., [[removal ts, removal node, [ts, node, ts, node...]]...]]: the stamp is left
+        out (None, None) where it is the id; the parent an element is placed under is given
+        where collect moved it; ``gone`` is grouped by removal. Canonical but for where
+        collect placed elements."""
         rows: list[Any] = []
         elements = self.elements
+        moved = self._moved or {}
         for i in sorted(elements):
             e = elements[i]
             ref = e.ref
             stamp = e.stamp
-            rows.append([
+            row = [
                 i[0], i[1],
                 ref[0] if ref is not None else None, ref[1] if ref is not None else None,
                 e.value,
                 stamp[0] if stamp != i else None, stamp[1] if stamp != i else None,
-            ])
+            ]
+            if i in moved:
+                p = moved[i]
+                row += [p[0], p[1]] if p is not None else [None, None]
+            rows.append(row)
         by_removal: dict[Dot, list[Dot]] = {}
         for i, removed in self.gone.items():
             ids = by_removal.get(removed)
@@ -405,8 +448,13 @@ class RGA:
         r._order = None
         elements = r.elements
         stamps: dict[Dot, Dot] = {}  # one tuple per removal, shared by what it removed
-        for ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node in rows:
+        for row in rows:
+            ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node = row[:7]
             i = (ts, node)
+            if len(row) > 7:
+                if r._moved is None:
+                    r._moved = {}
+                r._moved[i] = (row[7], row[8]) if row[7] is not None else None
             ref = (ref_ts, ref_node) if ref_ts is not None else None
             if stamp_ts is None:
                 stamp = i
@@ -427,15 +475,19 @@ class RGA:
         return r
 
     def digest(self) -> int:
-        """A stable 64-bit hash of the state: every element (tombstones included) and the
-        removals still waiting for their element."""
+        """A stable 64-bit hash of the state: every element with its reference (tombstones
+        included, until their removal is causally stable) and the removals still waiting for
+        their element. Where collect placed an element is not hashed: replicas that collected
+        in different orders hold different trees with the same list (see collect)."""
         h = self._h
         if h is None:
             h = 0
             for i, removed in self.gone.items():
                 h ^= _gone_hash(i, removed)
+            ghosts = self._ghosts or ()
             for i, e in self.elements.items():
-                h ^= _element_hash(i, e)
+                if i not in ghosts:
+                    h ^= _element_hash(i, e)
             self._h = h
         return combine(_KIND_SEED, h)
 
@@ -448,102 +500,70 @@ class RGA:
         A removal waiting in ``gone`` goes once its element's id is stable: the insert was
         merged here then, so only a stale copy of it can still come, which the floor ignores.
 
-        A tombstone e (removed at stamp (R, n)) goes when all of:
+        A tombstone e removed at stamp (R, n) is *settled* once ``cstable[n] >= R`` and its id
+        is stable: every insert naming e was made before its maker merged the removal (a local
+        insert names a visible element), so every one is here already, and the floor may
+        cover e. A settled tombstone leaves the digest at once; it leaves the tree when the
+        list reads the same without it, now and after any later insert. The list is the
+        pre-order of the tree, children greatest id first, and a child's id exceeds its
+        parent's. So e goes:
 
-        - ``cstable[n] >= R``: every insert naming e was made before its maker merged the
-          removal (a local insert names a visible element), so every one is here already;
-        - its id is stable, so the floor may cover it (a stale copy is then ignored);
-        - the tree reads the same without it. The list is the pre-order of the reference
-          tree, children greatest id first, and a child's id exceeds its parent's. A leaf
-          tombstone is invisible, and so is its absence. A tombstone that is its parent's
-          greatest child hands its children to that parent: their ids exceed e's, so they
-          come first among the parent's children, exactly where e's subtree was. A later
-          insert under the parent lands by id among e's former children instead of before
-          e; the same place as long as its id exceeds theirs, which holds for every insert
-          not merged yet when each child k has ``cstable[k] >= k``: an insert made before
-          its maker merged k is here, one made after has an id above k.
+        - when it has no children: an invisible leaf, and none can come;
+        - when each child k of e has ``cstable[k] >= k`` and every sibling of e greater than
+          e is greater than every child of e: the children take e's place under e's parent,
+          between the same siblings, in the same order. A later insert under that parent
+          has an id above every child (one made before its maker merged a child k would be
+          here already), so it lands ahead of them, as it would have ahead of e.
 
-        An undated removal (the earlier wire form) is kept. A tombstone blocked by the tree
-        waits for its greater siblings to go. Children are visited before their parents
-        (descending ids), so one call reaches what the current state allows.
+        Otherwise e stays, out of the digest (a *ghost*), until a later pass. Where the
+        children go is local (``_moved``): replicas that collected in different orders may
+        hold different trees of the same list, which is why the digest hashes references,
+        not placements, and no settled tombstone. Children are visited before their parents
+        (descending ids). An undated removal (the earlier wire form) is kept.
         """
         n = self._collect_gone(stable) if self.gone else 0
-        if cstable is None:
-            return n
-        elements = self.elements
-        if self._tombstones() <= self._scan_at:
+        if cstable is None or self._tombstones() <= self._scan_at:
             return n  # nothing removed since a scan that found only tree-blocked tombstones
-        children: dict[Dot | None, list[Dot]] = {}
-        removed: list[Dot] = []
-        for i, e in elements.items():
-            kids = children.get(e.ref)
-            if kids is None:
-                children[e.ref] = [i]
-            else:
-                kids.append(i)
-            if e.value is None:
-                removed.append(i)
-        removed.sort(reverse=True)
+        elements = self.elements
+        children = self._children()
+        removed = sorted((i for i, e in elements.items() if e.value is None), reverse=True)
         dropped: set[Dot] = set()
         ordered: set[Dot | None] = set()  # sibling lists sorted so far
         waiting = False
         h = self._h
-        floor = self._floor
+        ghosts = self._ghosts
         for i in removed:
             e = elements[i]
-            st = e.stamp
-            if st[0] <= i[0]:
-                continue  # undated
-            if st[0] > cstable.get(st[1], -1) or i[0] > stable.get(i[1], -1):
-                waiting = True
-                continue
-            ref = e.ref
-            kids = children.get(i)
-            if kids is not None:
-                kids = [k for k in kids if k not in dropped]
-            if kids:
-                if ref is not None and ref not in elements:
-                    waiting = True  # an orphan: its children's place is not known here yet
-                    continue
-                siblings = children[ref]
-                if ref not in ordered:
-                    siblings.sort()
-                    ordered.add(ref)
-                while siblings[-1] in dropped:
-                    siblings.pop()
-                if siblings[-1] != i:
-                    continue  # a greater sibling stays ahead of it
-                if any(k[0] > cstable.get(k[1], -1) for k in kids):
+            if ghosts is None or i not in ghosts:
+                st = e.stamp
+                if st[0] <= i[0]:
+                    continue  # undated
+                if st[0] > cstable.get(st[1], -1) or i[0] > stable.get(i[1], -1):
                     waiting = True
                     continue
-                siblings.pop()
-                kids.sort()
-                for k in kids:
-                    child = elements[k]
-                    if h is not None:
-                        h ^= _element_hash(k, child)
-                    child.ref = ref
-                    if h is not None:
-                        h ^= _element_hash(k, child)
-                siblings.extend(kids)  # all greater than every sibling left: still sorted
-                if ref is None:
-                    self._top = kids[-1]
-            elif ref is None and self._top == i:
-                self._top = None  # re-read below
+                if ghosts is None:
+                    ghosts = self._ghosts = set()
+                ghosts.add(i)
+                if h is not None:
+                    h ^= _element_hash(i, e)
+            kids = children.get(i)
+            if kids is not None:
+                kids = sorted(k for k in kids if k not in dropped)
+            if kids:
+                adopted = self._adopt(i, e, kids, children, ordered, dropped, cstable)
+                if not adopted:
+                    waiting = waiting or adopted is None
+                    continue
             dropped.add(i)
             del elements[i]
-            if h is not None:
-                h ^= _element_hash(i, e)
-            if floor is None:
-                floor = self._floor = {}
-            if i[0] > floor.get(i[1], -1):
-                floor[i[1]] = i[0]
+            ghosts.discard(i)
+            self._forget(i)
             n += 1
         self._h = h
         if dropped:
             if self._orphans:
                 self._order = None  # an orphan may have gone: recount them
-            elif self._top is None:
+            else:
                 heads = [k for k in children.get(None, ()) if k not in dropped]
                 self._top = max(heads) if heads else None
         if waiting:
@@ -552,6 +572,46 @@ class RGA:
             left = self._tombstones()
             self._scan_at = left + (len(elements) >> 4 if len(elements) > _SCAN_SMALL else 0)
         return n
+
+    def _adopt(
+        self, i: Dot, e: Element, kids: list[Dot], children: dict[Dot | None, list[Dot]],
+        ordered: set[Dot | None], dropped: set[Dot], cstable: Mapping[str, int],
+    ) -> bool | None:
+        """Hand the (sorted) children of settled tombstone ``i`` to its parent, if the list
+        reads the same after any later insert (see collect); whether they were handed: None
+        when a later pass may tell, False when only the tree changing may."""
+        moved = self._moved
+        p = e.ref if not moved else moved.get(i, e.ref)
+        if p is not None and p not in self.elements:
+            return None  # an orphan: where its children belong is not known here yet
+        if any(k[0] > cstable.get(k[1], -1) for k in kids):
+            return None
+        siblings = children[p]
+        if p not in ordered:
+            siblings.sort()
+            ordered.add(p)
+        at = bisect.bisect_left(siblings, i)
+        nxt = at + 1
+        while nxt < len(siblings) and siblings[nxt] in dropped:
+            nxt += 1
+        if nxt < len(siblings) and siblings[nxt] < kids[-1]:
+            return False  # a greater sibling would fall behind a child
+        siblings[at:at + 1] = kids  # still sorted: each kid lies between e and that sibling
+        if moved is None:
+            moved = self._moved = {}
+        for k in kids:
+            moved[k] = p
+        return True
+
+    def _forget(self, i: Dot) -> None:
+        """``i`` left the tree: out of the placements, under the floor."""
+        if self._moved:
+            self._moved.pop(i, None)
+        floor = self._floor
+        if floor is None:
+            floor = self._floor = {}
+        if i[0] > floor.get(i[1], -1):
+            floor[i[1]] = i[0]
 
     def _tombstones(self) -> int:
         """The removed elements placed in the tree (orphans are not counted: one placed
@@ -609,6 +669,8 @@ def _delta() -> RGA:
     d._orphans = 0
     d._h = None
     d._floor = None
+    d._ghosts = None
+    d._moved = None
     d._scan_at = -1
     return d
 
