@@ -493,7 +493,7 @@ class RGA:
 
     def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Forget tombstones and early removals no delivery can need any more; returns how
-        many went. ``stable`` is the stable vector; ``cstable[n] >= R`` (the causal frontier,
+        many left the digest. ``stable`` is the stable vector; ``cstable[n] >= R`` (the causal frontier,
         cluster/watermark.py) means every member has merged n's writes stamped up to R and
         every write any member made before merging them.
 
@@ -546,6 +546,7 @@ class RGA:
                 ghosts.add(i)
                 if h is not None:
                     h ^= _element_hash(i, e)
+                n += 1
             kids = children.get(i)
             if kids is not None:
                 kids = sorted(k for k in kids if k not in dropped)
@@ -558,7 +559,6 @@ class RGA:
             del elements[i]
             ghosts.discard(i)
             self._forget(i)
-            n += 1
         self._h = h
         if dropped:
             if self._orphans:
