@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -245,7 +246,7 @@ def test_a_removal_is_kept_until_its_causal_frontier_is_reached() -> None:
     replica merged b's writes up to it) long before c's insert arrives everywhere."""
     ticks = {"a": 0, "b": 0, "c": 1000}
 
-    def clock(node: str):  # type: ignore[no-untyped-def]
+    def clock(node: str) -> Callable[[], int]:
         def now() -> int:
             ticks[node] += 1
             return ticks[node]

@@ -493,9 +493,9 @@ class RGA:
 
     def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Forget tombstones and early removals no delivery can need any more; returns how
-        many left the digest. ``stable`` is the stable vector; ``cstable[n] >= R`` (the causal frontier,
-        cluster/watermark.py) means every member has merged n's writes stamped up to R and
-        every write any member made before merging them.
+        many left the digest. ``stable`` is the stable vector; ``cstable[n] >= R`` (the
+        causal frontier, cluster/watermark.py) means every member has merged n's writes
+        stamped up to R and every write any member made before merging them.
 
         A removal waiting in ``gone`` goes once its element's id is stable: the insert was
         merged here then, so only a stale copy of it can still come, which the floor ignores.
