@@ -250,3 +250,32 @@ def test_queue_traffic_collects_list_tombstones(tmp_path: Path) -> None:
         wait_converged(nodes)
     finally:
         stop_all(nodes)
+
+
+def test_list_tombstones_wait_for_every_member(tmp_path: Path) -> None:
+    """A member that has not merged the pops (stopped) holds the causal frontier back: no
+    list tombstone goes until it has, then they all go."""
+    nodes = start_cluster(tmp_path, 3, admin=True, extra=["--gc-horizon", "60"])
+    try:
+        a, b, c = nodes
+        with a.client() as cl:
+            cl.rpush("q", *[f"v{i}" for i in range(20)])
+            assert cl.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        c.proc.send_signal(signal.SIGSTOP)
+        try:
+            before = {n.name: gc_info(n)["elements_collected"] for n in (a, b)}
+            with b.client() as cl:
+                assert len(cl.lpop("q", 10)) == 10  # type: ignore[arg-type]
+                assert cl.execute_command("WAIT", 1, 10000) == 1  # type: ignore[no-untyped-call]
+            wait_passes([a, b], 3)
+            for n in (a, b):
+                assert gc_info(n)["elements_collected"] == before[n.name]
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: all(gc_info(n)["elements_collected"] >= before[n.name] + 10 for n in (a, b)),
+            30, "the pops' tombstones to go once c has merged them",
+        )
+        wait_converged(nodes)
+    finally:
+        stop_all(nodes)
