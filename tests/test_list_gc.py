@@ -190,7 +190,7 @@ actions = st.lists(
 )
 
 
-@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(actions, st.randoms(use_true_random=False))
 def test_collecting_below_the_true_vectors_never_shows_and_converges(
     script: list[tuple[int, str, int, int]], rnd: random.Random
