@@ -76,8 +76,8 @@ def _list_op(s: Any, now: Now, node: str, op: int, arg: int) -> Any:
     if op == 2 and n:
         return s.insert(now, node, arg % (n + 1), b"i%d" % arg)
     if op == 3 and n:
-        return s.pop(1 + arg % 2, arg % 2 == 0)[0]
-    return s.removal()
+        return s.pop(1 + arg % 2, arg % 2 == 0, (now(), node))[0]
+    return s.removal((now(), node))
 
 
 def _visible(c: Any) -> Any:

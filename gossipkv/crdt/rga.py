@@ -107,8 +107,8 @@ class RGA:
 
     KIND: ClassVar[str] = "list"
     __slots__ = (
-        "_floor", "_ghosts", "_h", "_moved", "_order", "_orphans", "_scan_at", "_top",
-        "elements", "gone",
+        "_floor", "_ghosts", "_h", "_moved", "_order", "_orphans", "_scan_at", "_scan_in",
+        "_top", "elements", "gone",
     )
 
     def __init__(self) -> None:
@@ -135,6 +135,9 @@ class RGA:
         # Placed tombstones at or below which collect skips its scan: the last scan found every
         # tombstone it left blocked by the tree, not waiting for stability.
         self._scan_at = -1
+        # Calls collect lets go by before scanning a long list whose last scan left tombstones
+        # waiting for stability (a scan costs O(elements)).
+        self._scan_in = 0
 
     # -- the join ------------------------------------------------------------------------------
 
@@ -520,10 +523,17 @@ class RGA:
         hold different trees of the same list, which is why the digest hashes references,
         not placements, and no settled tombstone. Children are visited before their parents
         (descending ids). An undated removal (the earlier wire form) is kept.
+
+        Cost: a scan is O(elements), so it runs only when there is something new: a list
+        longer than 4096 waits until a sixteenth of it is newly removed, and while tombstones
+        wait for stability it is rescanned every (elements / 16384) calls.
         """
         n = self._collect_gone(stable) if self.gone else 0
         if cstable is None or self._tombstones() <= self._scan_at:
             return n  # nothing removed since a scan that found only tree-blocked tombstones
+        if self._scan_in:
+            self._scan_in -= 1
+            return n
         elements = self.elements
         children = self._children()
         removed = sorted((i for i, e in elements.items() if e.value is None), reverse=True)
@@ -568,6 +578,7 @@ class RGA:
                 self._top = max(heads) if heads else None
         if waiting:
             self._scan_at = -1
+            self._scan_in = len(elements) >> 14
         else:
             left = self._tombstones()
             self._scan_at = left + (len(elements) >> 4 if len(elements) > _SCAN_SMALL else 0)
@@ -672,6 +683,7 @@ def _delta() -> RGA:
     d._ghosts = None
     d._moved = None
     d._scan_at = -1
+    d._scan_in = 0
     return d
 
 
