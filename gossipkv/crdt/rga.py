@@ -133,8 +133,8 @@ class RGA:
         # itself stays the element's (it is what the digest hashes).
         self._moved: dict[Dot, Dot | None] | None = None
         # Placed tombstones at or below which collect skips its scan: the last scan found every
-        # tombstone it left blocked by the tree, not waiting for stability.
-        self._scan_at = -1
+        # tombstone it left blocked by the tree, not waiting for stability (-1: scan).
+        self._scan_at = 0
         # Calls collect lets go by before scanning a long list whose last scan left tombstones
         # waiting for stability (a scan costs O(elements)).
         self._scan_in = 0
@@ -524,17 +524,22 @@ class RGA:
         not placements, and no settled tombstone. Children are visited before their parents
         (descending ids). An undated removal (the earlier wire form) is kept.
 
-        Cost: a scan is O(elements), so it runs only when there is something new: a list
-        longer than 4096 waits until a sixteenth of it is newly removed, and while tombstones
+        Cost: a scan is O(elements), so it runs only when there is something new, and a list
+        longer than 4096 only once more than a sixteenth of it is removed; while tombstones
         wait for stability it is rescanned every (elements / 16384) calls.
         """
         n = self._collect_gone(stable) if self.gone else 0
-        if cstable is None or self._tombstones() <= self._scan_at:
+        if cstable is None:
+            return n
+        elements = self.elements
+        skip = self._scan_at
+        if len(elements) > _SCAN_SMALL:
+            skip = max(skip, len(elements) >> 4)
+        if self._tombstones() <= skip:
             return n  # nothing removed since a scan that found only tree-blocked tombstones
         if self._scan_in:
             self._scan_in -= 1
             return n
-        elements = self.elements
         children = self._children()
         removed = sorted((i for i, e in elements.items() if e.value is None), reverse=True)
         dropped: set[Dot] = set()
@@ -580,8 +585,7 @@ class RGA:
             self._scan_at = -1
             self._scan_in = len(elements) >> 14
         else:
-            left = self._tombstones()
-            self._scan_at = left + (len(elements) >> 4 if len(elements) > _SCAN_SMALL else 0)
+            self._scan_at = self._tombstones()
         return n
 
     def _adopt(
@@ -682,7 +686,7 @@ def _delta() -> RGA:
     d._floor = None
     d._ghosts = None
     d._moved = None
-    d._scan_at = -1
+    d._scan_at = 0
     d._scan_in = 0
     return d
 
