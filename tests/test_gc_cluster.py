@@ -17,7 +17,13 @@ import pytest
 
 from gossipkv.admin.chaos import request as chaos
 from gossipkv.admin.report import fetch
-from tests.cluster_procs import ClusterNode, start_cluster, stop_all
+from tests.cluster_procs import (
+    ClusterNode,
+    start_cluster,
+    stop_all,
+    wait_converged,
+    write_concurrently,
+)
 from tests.servers import wait_for
 
 KEYS = [f"k{i}" for i in range(20)]
@@ -188,5 +194,88 @@ def test_a_member_back_after_the_horizon_does_not_resurrect(tmp_path: Path) -> N
         for n in nodes:
             with n.client() as cl:
                 assert cl.get("doomed") is None
+    finally:
+        stop_all(nodes)
+
+
+def gc_info(node: ClusterNode) -> dict[str, Any]:
+    with node.client() as c:
+        return c.info("gc")  # type: ignore[no-any-return]
+
+
+def test_queue_traffic_collects_list_tombstones(tmp_path: Path) -> None:
+    """RPUSH/LPOP on every node at once: each popped element's tombstone goes once its removal
+    is causally stable, the lists stay equal everywhere, and a drained list key is forgotten."""
+    nodes = start_cluster(tmp_path, 3, admin=True)
+    try:
+        before = {n.name: gc_info(n) for n in nodes}
+        rounds = 300
+
+        def queue(node: ClusterNode, seed: int) -> None:
+            with node.client() as c:
+                for i in range(rounds):
+                    c.rpush("q", f"{seed}-{i}")
+                    c.lpop("q")  # maybe another node's element (at-least-once across nodes)
+                assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+
+        write_concurrently(nodes, queue)
+        wait_converged(nodes)
+        lengths = set()
+        for n in nodes:
+            with n.client() as c:
+                lengths.add(c.llen("q"))
+        assert len(lengths) == 1
+        removed = 3 * rounds - lengths.pop()  # elements pushed and popped, once each
+        wait_for(
+            lambda: all(
+                gc_info(n)["elements_collected"] - before[n.name]["elements_collected"]
+                >= removed
+                for n in nodes
+            ),
+            30, "every popped element's tombstone to be collected",
+        )
+        wait_converged(nodes)  # collecting changed no digest apart
+        with nodes[0].client() as c:
+            c.lpop("q", 10 * rounds)
+            assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        wait_for(
+            lambda: all(
+                gc_info(n)["tombstones"] == 0
+                and gc_info(n)["tombstones_collected"]
+                > before[n.name]["tombstones_collected"]
+                for n in nodes
+            ),
+            30, "the drained list key to be forgotten",
+        )
+        wait_converged(nodes)
+    finally:
+        stop_all(nodes)
+
+
+def test_list_tombstones_wait_for_every_member(tmp_path: Path) -> None:
+    """A member that has not merged the pops (stopped) holds the causal frontier back: no
+    list tombstone goes until it has, then they all go."""
+    nodes = start_cluster(tmp_path, 3, admin=True, extra=["--gc-horizon", "60"])
+    try:
+        a, b, c = nodes
+        with a.client() as cl:
+            cl.rpush("q", *[f"v{i}" for i in range(20)])
+            assert cl.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        c.proc.send_signal(signal.SIGSTOP)
+        try:
+            before = {n.name: gc_info(n)["elements_collected"] for n in (a, b)}
+            with b.client() as cl:
+                assert len(cl.lpop("q", 10)) == 10  # type: ignore[arg-type]
+                assert cl.execute_command("WAIT", 1, 10000) == 1  # type: ignore[no-untyped-call]
+            wait_passes([a, b], 3)
+            for n in (a, b):
+                assert gc_info(n)["elements_collected"] == before[n.name]
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: all(gc_info(n)["elements_collected"] >= before[n.name] + 10 for n in (a, b)),
+            30, "the pops' tombstones to go once c has merged them",
+        )
+        wait_converged(nodes)
     finally:
         stop_all(nodes)

@@ -51,11 +51,13 @@ class Replica:
         elif op == 2:
             self.local(s.insert(self.now, self.node, arg % (n + 1), value))
         elif op == 3 and n:
-            self.local(s.pop(1 + arg % 2, left=bool(arg & 4))[0])
+            self.local(s.pop(1 + arg % 2, left=bool(arg & 4), stamp=(self.now(), self.node))[0])
         elif op == 4 and n:
             self.local(s.assign(self.now, self.node, arg % n, value + b"=set"))
         elif op == 5 and n:
-            self.local(s.remove([s.order()[arg % n]]))
+            # Dated, as commands date them; now and then undated, as the earlier form was.
+            stamp = (self.now(), self.node) if arg % 3 else None
+            self.local(s.remove([s.order()[arg % n]], stamp))
 
 
 def visible(r: RGA) -> list[bytes]:

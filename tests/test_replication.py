@@ -234,6 +234,16 @@ async def test_the_receiver_skips_repeats_and_refuses_gaps(nodes: list[Node]) ->
     try:
         writer.write(pack(["repl", "x", "run-1"]))
         assert await read_frame(reader) == ["resume", 3]
+        writer.write(pack(["lost", 4, 5]))  # chaos dropped 4 and 5: a gap opens at 4
+        assert await read_frame(reader) == ["ack", 5, 3]
+    finally:
+        writer.close()
+
+    # A new stream learns the cursor below the gap from the resume answer, as from an ack.
+    reader, writer = await asyncio.open_connection(*b.addr)
+    try:
+        writer.write(pack(["repl", "x", "run-1"]))
+        assert await read_frame(reader) == ["resume", 5, 3]
     finally:
         writer.close()
 

@@ -3,7 +3,8 @@
 Sender: one link per peer, a TCP stream on the peer's cluster port opened with the hello
 ``["repl", name, run_id]``. The run id is random per process start, so sequence numbers are
 only ever compared within one run. The receiver answers ``["resume", applied]``: the highest
-sequence of that run it has merged, or -1 when it has never synced with that run. The link then
+sequence of that run it has merged, or -1 when it has never synced with that run (and, while a
+gap is open, the cursor below it, as acks carry it). The link then
 streams ``["ops", [[seq, key, state], ...]]`` frames from applied + 1 out of the outbox's backlog.
 When the backlog no longer holds that point, or the receiver has never synced (the sender's
 keyspace holds more than its own writes: what earlier peers sent it), the link first sends a
@@ -346,7 +347,8 @@ class Replication:
                         raise FrameError(f"expected resume, got {msg[0]!r}")
                     link.received_bytes += size
                     backoff = BACKOFF_MIN
-                    await self._session(link, reader, writer, msg[1])
+                    below = int(msg[2]) if len(msg) > 2 else msg[1]
+                    await self._session(link, reader, writer, msg[1], below)
                 except (OSError, EOFError, TimeoutError, FrameError, ValueError) as e:
                     if link.up:
                         log.info("event=link_down peer=%s error=%r", link.name, e)
@@ -365,11 +367,12 @@ class Replication:
 
     async def _session(
         self, link: PeerLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        resume: int,
+        resume: int, below: int,
     ) -> None:
-        """One connection: the sender and the ack reader, until either ends."""
+        """One connection: the sender and the ack reader, until either ends. ``below`` is
+        the peer's cursor below its first open gap, as its acks report it."""
         link.acked = resume
-        link.contiguous = min(link.contiguous, resume)  # a restarted peer starts from nothing
+        link.contiguous = below  # a restarted peer starts from nothing
         link.up = True
         log.info(
             "event=link_up peer=%s addr=%s:%d resume=%d seq=%d",
@@ -552,7 +555,7 @@ class Replication:
         stats.run_id = run_id
         stats.connected = True
         applied = self._applied.get(run_id, -1)
-        self._reply(stats, writer, ["resume", applied])
+        self._reply(stats, writer, self._ack(run_id, "resume"))
         log.info("event=stream_in_up peer=%s run_id=%s resume=%d", peer, run_id, applied)
         try:
             await self._receive(peer, run_id, stats, reader, writer)
@@ -665,11 +668,13 @@ class Replication:
         self._applied[run_id] = max(applied, last)
         self.gaps.setdefault(run_id, first)
 
-    def _ack(self, run_id: str) -> list[Any]:
-        applied = self._applied[run_id]
+    def _ack(self, run_id: str, kind: str = "ack") -> list[Any]:
+        applied = self._applied.get(run_id, -1)
         gap = self.gaps.get(run_id)
         # The contiguous cursor goes along only while a gap is open: ["ack", applied, below].
-        return ["ack", applied] if gap is None else ["ack", applied, gap - 1]
+        # The answer to a hello ("resume") says the same, so that a reconnecting sender does
+        # not keep a cursor from before the peer caught up.
+        return [kind, applied] if gap is None else [kind, applied, gap - 1]
 
     def healed(self, run_id: str, upto: int) -> None:
         """Operations up to ``upto`` of that run are all merged now (a snapshot, or an
@@ -681,6 +686,18 @@ class Replication:
             stats = next((x for x in self.inbound.values() if x.run_id == run_id), None)
             if writer is not None and stats is not None and run_id in self._applied:
                 self._reply(stats, writer, self._ack(run_id))  # the sender learns at once
+
+    def merged_cursors(self) -> dict[str, tuple[str, int]]:
+        """Per peer: (run id, the sequence of its stream merged with no gap below it)."""
+        out: dict[str, tuple[str, int]] = {}
+        applied = self._applied
+        gaps = self.gaps
+        for peer, stats in self.inbound.items():
+            run = stats.run_id
+            upto = applied.get(run, -1)
+            gap = gaps.get(run)
+            out[peer] = (run, upto if gap is None else min(upto, gap - 1))
+        return out
 
     def inbound_cursor(self, peer: str) -> tuple[str, int]:
         """(run id, applied) of the stream ``peer`` feeds us; ("", -1) when none."""

@@ -17,9 +17,23 @@ knows which sequence numbers its writes got:
   overflow stops the peer's cursor at the gap, so the frontier never moves past it.
 - The origin's frontier is the minimum of that over every member that counts; a member without
   a link, or not yet synced with this run, holds it at 0.
-- ``["wm", origin, epoch, frontier]`` goes by UDP to every live member every tick; a receiver
-  keeps the newest epoch of each origin. The stable vector holds those frontiers (this node's
-  own included). An origin never heard from is absent, so nothing it wrote is ever collected.
+- ``["wm", origin, run, epoch, frontier, causal frontier, merged run, merged seq]`` goes by UDP
+  to every live member every tick; a receiver keeps the newest epoch of each origin. The stable
+  vector holds those frontiers (this node's own included). An origin never heard from is absent,
+  so nothing it wrote is ever collected.
+
+The causal frontier (``cstable``) is what a list tombstone waits for: an insert naming a removed
+element may have been made by a node before it merged the removal, and may arrive after it.
+Each sample also records, per origin n, the sequence of n's stream (its current run) this node
+has merged contiguously (a snapshot covers the sequence it covers). ``merged[n]``, this node's
+D[n], is that cursor in the newest sample whose own sequence every counted member has
+acknowledged contiguously, the same sample the frontier vouches by: every write this node made
+before merging n's writes up to D[n] is then everywhere. It goes to n in the tick's packet
+(tagged with n's run), and n computes ``CF = min(frontier, min over counted o of
+vouched(D_o[n]))``. ``CF >= R`` means every counted member has merged n's writes stamped up to
+R, and every write any member made before merging them. A member that has not told n its D
+for n's current run holds CF at 0; expelled and departed members count as the stable vector
+counts them.
 
 A member dead for longer than ``horizon`` seconds stops holding the watermark back: it is
 *expelled*, in the replication run it had then. Its stale state must never be merged again,
@@ -78,8 +92,14 @@ class Watermark:
         self.epoch = 0
         self._seqs: deque[int] = deque(maxlen=MAX_SAMPLES)
         self._stamps: deque[int] = deque(maxlen=MAX_SAMPLES)
+        # Per sample: origin -> (its run, its sequence merged contiguously here).
+        self._merged: deque[dict[str, tuple[str, int]]] = deque(maxlen=MAX_SAMPLES)
         self.frontier = 0  # this node's own, as last computed
+        self.causal_frontier = 0  # this node's own CF, as last computed
         self.heard: dict[str, tuple[str, int, int]] = {}  # origin -> (run, epoch, frontier)
+        self.heard_causal: dict[str, int] = {}  # origin -> its CF, from the same packets
+        # Member -> (this node's run, the sequence of it the member vouches it merged): D_o[me].
+        self.merged_by: dict[str, tuple[str, int]] = {}
         self.last_live: dict[str, float] = {}  # member -> monotonic time last seen alive
         self.expelled: dict[str, str] = {}  # member -> the replication run it was expelled in
         self.rejoin_required = False
@@ -205,45 +225,77 @@ class Watermark:
     # -- frontiers ----------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Sample, compute this node's frontier, tell every live member."""
+        """Sample, compute this node's frontiers, tell every live member."""
         seq = self.replication.seq
         stamp = self.keyspace.clock.last  # read together with seq: no write in between
+        merged = self.replication.merged_cursors()  # and this: no merge in between
         if self._seqs and self._seqs[-1] == seq:
             self._stamps[-1] = stamp
+            self._merged[-1] = merged
         else:
             self._seqs.append(seq)
             self._stamps.append(stamp)
-        self.frontier = self._own_frontier()
+            self._merged.append(merged)
+        counted = self.counted()
+        everywhere = self._acked_everywhere(counted)
+        self.frontier = self._vouched(everywhere)
+        self.causal_frontier = self._own_causal_frontier(counted)
+        vouched = self._sample(everywhere)
+        mine = self._merged[vouched] if vouched >= 0 else {}
         self.epoch += 1
-        msg = [KIND, self.me, self.replication.run_id, self.epoch, self.frontier]
+        head = [
+            KIND, self.me, self.replication.run_id, self.epoch, self.frontier,
+            self.causal_frontier,
+        ]
         for m in self.membership.members.values():
             if m.state in (State.ALIVE, State.SUSPECT) and m.name not in self.expelled:
-                self.bus.send_packet(m.cluster_addr, msg)
+                run, upto = mine.get(m.name, ("", -1))
+                self.bus.send_packet(m.cluster_addr, [*head, run, upto])
+
+    def _sample(self, acked: int) -> int:
+        """The newest sample whose own sequence is at or below ``acked``; -1 for none."""
+        return bisect.bisect_right(self._seqs, acked) - 1
 
     def _vouched(self, acked: int) -> int:
         """The stamp a peer's acknowledged sequence vouches for."""
-        i = bisect.bisect_right(self._seqs, acked)
-        return self._stamps[i - 1] if i else 0
+        i = self._sample(acked)
+        return self._stamps[i] if i >= 0 else 0
 
-    def _own_frontier(self) -> int:
+    def _acked_everywhere(self, counted: list[str]) -> int:
+        """The sequence every counted member has acknowledged contiguously (-1: some member
+        has not synced with this run); when alone, the newest sample's."""
         links = self.replication.links
         lowest: int | None = None
-        for name in self.counted():
+        for name in counted:
             link = links.get(name)
-            ok = link is not None and link.contiguous >= 0
-            f = self._vouched(link.contiguous) if link is not None and ok else 0
-            lowest = f if lowest is None else min(lowest, f)
+            acked = link.contiguous if link is not None else -1
+            lowest = acked if lowest is None else min(lowest, acked)
         if lowest is None:  # alone: every write of this node is everywhere it needs to be
-            return self._stamps[-1] if self._stamps else 0
+            return self._seqs[-1] if self._seqs else -1
+        return max(lowest, -1)
+
+    def _own_causal_frontier(self, counted: list[str]) -> int:
+        """min(frontier, vouched(D_o[me]) over counted members o): see the module's doc."""
+        run = self.replication.run_id
+        lowest = self.frontier
+        for name in counted:
+            got = self.merged_by.get(name)
+            if got is None or got[0] != run:
+                return 0
+            lowest = min(lowest, self._vouched(got[1]))
         return lowest
 
     def _on_packet(self, msg: list[Any], addr: Addr) -> None:
         try:
-            _, origin, run, epoch, frontier = msg
+            _, origin, run, epoch, frontier = msg[:5]
             origin = str(origin)
             run = str(run)
             epoch = int(epoch)
             frontier = int(frontier)
+            # An earlier form carries no causal frontier: none is kept for it then.
+            causal: tuple[int, str, int] | None = None
+            if len(msg) >= 8:
+                causal = (int(msg[5]), str(msg[6]), int(msg[7]))
         except (TypeError, ValueError):
             return
         if origin == self.me or self.refused(origin):
@@ -251,16 +303,31 @@ class Watermark:
         prev = self.heard.get(origin)
         if prev is None or run != prev[0] or epoch > prev[1]:
             self.heard[origin] = (run, epoch, frontier)
+            if causal is None:
+                self.heard_causal.pop(origin, None)
+                self.merged_by.pop(origin, None)
+            else:
+                self.heard_causal[origin] = causal[0]
+                self.merged_by[origin] = (causal[1], causal[2])
 
     def stable(self) -> dict[str, int]:
         """The stable vector: origin -> stamp every counted member has merged up to."""
         out = {origin: f for origin, (_, _, f) in self.heard.items()}
+        return self._vector(out, self.frontier)
+
+    def cstable(self) -> dict[str, int]:
+        """The causal frontiers: origin -> CF (see the module's doc); a list tombstone
+        removed by origin at R may go once CF >= R."""
+        out = {origin: self.heard_causal.get(origin, 0) for origin in self.heard}
+        return self._vector(out, self.causal_frontier)
+
+    def _vector(self, out: dict[str, int], own: int) -> dict[str, int]:
         for origin in out:
             if origin in self.departed or (origin in self.expelled and not self.rejoin_required):
                 # Gone: no state of it is merged any more, and its own stream carries only
                 # writes no one removed. Its stamps must not hold collection back for ever.
                 out[origin] = GONE
-        out[self.me] = self.frontier
+        out[self.me] = own
         return out
 
     # -- collection ---------------------------------------------------------------------------
@@ -270,11 +337,12 @@ class Watermark:
         with a yield between them."""
         ks = self.keyspace
         stable = self.stable()
+        cstable = self.cstable()
         passes = ks.gc.passes
         work = 0
         started = time.monotonic()
         while ks.gc.passes == passes:
-            work += ks.collect(stable, GC_BUDGET)
+            work += ks.collect(stable, GC_BUDGET, cstable)
             await asyncio.sleep(0)
             if (time.monotonic() - started) * 1000 > GC_SLICE_MS:
                 break
@@ -288,6 +356,7 @@ class Watermark:
         return [
             ("gc_horizon_s", f"{self.horizon:g}"),
             ("gc_frontier", str(self.frontier)),
+            ("gc_causal_frontier", str(self.causal_frontier)),
             ("gc_stable_origins", str(len(self.heard) + 1)),
             ("gc_counted_members", str(len(self.counted()))),
             ("gc_expelled_members", ",".join(sorted(self.expelled))),
@@ -299,7 +368,9 @@ class Watermark:
         return {
             "horizon_s": self.horizon,
             "frontier": self.frontier,
+            "causal_frontier": self.causal_frontier,
             "stable": self.stable(),
+            "cstable": self.cstable(),
             "counted": self.counted(),
             "expelled": sorted(self.expelled),
             "rejoin_required": self.rejoin_required,

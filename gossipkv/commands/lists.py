@@ -81,7 +81,8 @@ def _push(s: Session, key: bytes, values: list[bytes], left: bool, only_existing
 
 
 def _pop(s: Session, key: bytes, lst: RGA, count: int, left: bool) -> list[bytes]:
-    delta, values = lst.pop(count, left)
+    ks = s.server.keyspace
+    delta, values = lst.pop(count, left, (ks.clock.now(), ks.node))
     write_coll(s, key, delta)
     return values
 
@@ -307,7 +308,8 @@ def lrem(s: Session, argv: list[bytes]) -> Reply:
             if limit and len(removed) == limit:
                 break
     if removed:
-        write_coll(s, argv[1], lst.remove(removed))
+        ks = s.server.keyspace
+        write_coll(s, argv[1], lst.remove(removed, (ks.clock.now(), ks.node)))
     return len(removed)
 
 
@@ -323,7 +325,8 @@ def ltrim(s: Session, argv: list[bytes]) -> Reply:
     lo, hi = _range(len(order), start, stop)
     dropped = [i for k, i in enumerate(order) if not lo <= k < hi]
     if dropped:
-        write_coll(s, argv[1], lst.remove(dropped))
+        ks = s.server.keyspace
+        write_coll(s, argv[1], lst.remove(dropped, (ks.clock.now(), ks.node)))
     return OK
 
 

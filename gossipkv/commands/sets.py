@@ -34,7 +34,7 @@ def _store(s: Session, key: bytes, members: list[bytes]) -> int:
     ks = s.server.keyspace
     old = ks.lookup(key)
     if old is not None:  # an empty result deletes the key: that removal is dated (GC)
-        ks.write(key, old.removal(None if members else (ks.clock.now(), ks.node)))
+        ks.write(key, old.removal((ks.clock.now(), ks.node), date_key=not members))
     if members:
         write_coll(s, key, _EMPTY.add(ks.clock.now, ks.node, members), creating=True)
     return len(members)

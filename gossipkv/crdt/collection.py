@@ -21,8 +21,10 @@ class Collection(Protocol):
     def alive(self) -> bool:
         """Holds a visible element (an empty collection is a missing key, as in Redis)."""
 
-    def removal(self) -> Self:
-        """The delta that observed-removes everything this state shows."""
+    def removal(self, stamp: tuple[int, str] | None = None) -> Self:
+        """The delta that observed-removes everything this state shows. ``stamp``, a fresh
+        (HLC, node) of the remover, dates the removal where the kind keeps tombstones (a
+        list, whose tombstones are collected once their removal is causally stable)."""
 
     def max_ts(self) -> int:
         """The greatest HLC ts inside; the clock observes it on merge, and it is the
@@ -43,12 +45,13 @@ class Collection(Protocol):
         metadata included; no local caches or delta hints): equal states hash equal whatever
         the order of merges. Kept up to date per change, so it is O(1) after a write."""
 
-    def collect(self, stable: Mapping[str, int]) -> int:
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC. ``stable[node] = ts``: every write of ``node`` stamped up to
         ts has reached every replica. Drops removal metadata no delivery can need any more
         and returns how many items went; merging anything every replica had seen changes
         nothing visible afterwards, and replicas that saw the same writes and collect with
-        the same ``stable`` keep equal digests."""
+        the same vectors keep equal digests. ``cstable`` is the causal frontier (see
+        cluster/watermark.py), which only a list's tombstones need; None: unknown."""
 
     def stable_in(self, stable: Mapping[str, int]) -> bool:
         """Every stamp in this state is covered by ``stable`` (a removed key holding it may

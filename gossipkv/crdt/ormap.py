@@ -301,7 +301,7 @@ class ORMap:
             counter.totals[node] = (ts, normalize(total))
         return ORMap({name: Field([], counter)}, scope=frozenset((name,)))
 
-    def removal(self) -> ORMap:
+    def removal(self, stamp: tuple[int, str] | None = None) -> ORMap:
         """The delta that observed-removes everything this state shows (DEL, expiry)."""
         delta = ORMap(ctx=self.ctx.copy())
         for name, fs in self.fields.items():
@@ -370,7 +370,7 @@ class ORMap:
             self._h = h
         return combine(_KIND_SEED, h, self.ctx.digest())
 
-    def collect(self, stable: Mapping[str, int]) -> int:
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC: the context's stable removed dots fold into its vector.
         A field's counter stays: its floor must go on judging the node's running total."""
         return self.ctx.collect(stable)

@@ -251,7 +251,7 @@ class ORSet:
                 seen.append(m)
         return ORSet(None, DotContext(None, cloud), frozenset(seen))
 
-    def removal(self) -> ORSet:
+    def removal(self, stamp: tuple[int, str] | None = None) -> ORSet:
         cloud: set[Dot] = set()
         for d in self.members.values():
             cloud.update(_dots(d))
@@ -307,7 +307,7 @@ class ORSet:
             self._h = h
         return combine(_KIND_SEED, h, self.ctx.digest())
 
-    def collect(self, stable: Mapping[str, int]) -> int:
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC: the context's stable removed dots fold into its vector."""
         return self.ctx.collect(stable)
 

@@ -7,9 +7,14 @@ greatest id first, is the list. Concurrent inserts at the same place are thereby
 the same on every replica, and all of them are kept.
 
 Removal (POP, LREM, LTRIM, DEL) marks an observed element removed; its value is dropped and only
-its id and reference stay, so later inserts that name it as reference still land in place. A
-removal that arrives before the insert it removes is remembered in ``gone`` until the insert does.
-LSET rewrites an element's value as an LWW register stamped (HLC, node); removal beats it.
+its id, its reference and the removal's stamp (a fresh (HLC, node) of the remover) stay, so later
+inserts that name it as reference still land in place. A removal that arrives before the insert
+it removes is remembered in ``gone`` until the insert does. LSET rewrites an element's value as
+an LWW register stamped (HLC, node); removal beats it, and of two removals the greater stamp is
+kept, so an element's state is a join: visible by LSET stamp < removed by removal stamp.
+
+Tombstones are collected once their removal is causally stable (``collect``), which is what the
+removal's stamp is for.
 
 Local operations work at the ends of the visible order (a deque of ids), so LPUSH/RPUSH/LPOP/
 RPOP are O(1). A merged insert takes a fast path when its place in the visible order is plain
@@ -19,6 +24,7 @@ visible order is rebuilt from the tree on the next read.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 from collections import deque
@@ -27,7 +33,7 @@ from contextlib import suppress
 from itertools import islice
 from typing import Any, ClassVar, Final
 
-from gossipkv.crdt.causal import SEEDS, combine, dot_hash, dots_hash, hash_bytes
+from gossipkv.crdt.causal import SEEDS, combine, hash_bytes
 from gossipkv.crdt.collection import register
 
 Dot = tuple[int, str]
@@ -41,8 +47,18 @@ _BULK_MERGE: Final = 64
 _KIND_SEED: Final = 1
 _SEED_GONE: Final = 0x60E
 
+# A list this long is scanned for collectable tombstones only once enough new ones piled up.
+_SCAN_SMALL = 4096
+
 
 _PACK: Final = struct.Struct(">QQQB").pack
+_PACK_GONE: Final = struct.Struct(">QQ").pack
+
+
+def _gone_hash(i: Dot, removed: Dot) -> int:
+    """The hash of one removal waiting for its element: the id and the removal's stamp."""
+    return hash_bytes(_PACK_GONE(i[0], removed[0]), SEEDS[i[1]][0] ^ SEEDS[removed[1]][2]
+                      ^ _SEED_GONE)
 
 
 def _element_hash(i: Dot, e: Element) -> int:
@@ -62,7 +78,8 @@ def _element_hash(i: Dot, e: Element) -> int:
 
 
 class Element:
-    """One inserted element: its reference, its value (None once removed), the value's stamp."""
+    """One inserted element: its reference, its value (None once removed), and the stamp of
+    its value (the id itself until an LSET) or, once removed, of its removal."""
 
     __slots__ = ("ref", "stamp", "value")
 
@@ -74,8 +91,8 @@ class Element:
 
 def _restate(i: Dot, e: Element, value: bytes | None, stamp: Dot, h: int | None) -> int | None:
     """Give element ``i`` a new value and stamp, keeping the digest ``h`` (when kept) up to
-    date: the element's old hash out, its new one in. A removed element keeps no stamp of its
-    own (``stamp`` is then its id)."""
+    date: the element's old hash out, its new one in. A removed element's stamp is its
+    removal's."""
     if h is not None:
         h ^= _element_hash(i, e)
     e.value = value
@@ -89,26 +106,50 @@ class RGA:
     """The state of one list, and equally a delta of it."""
 
     KIND: ClassVar[str] = "list"
-    __slots__ = ("_h", "_order", "_orphans", "_top", "elements", "gone")
+    __slots__ = (
+        "_floor", "_ghosts", "_h", "_moved", "_order", "_orphans", "_scan_at", "_scan_in",
+        "_top", "elements", "gone",
+    )
 
     def __init__(self) -> None:
         self.elements: dict[Dot, Element] = {}
-        self.gone: set[Dot] = set()  # removals of elements not seen yet
+        self.gone: dict[Dot, Dot] = {}  # removals of elements not seen yet: id -> removal stamp
         # The visible order, or None when it must be rebuilt from the tree.
         self._order: deque[Dot] | None = deque()
         self._top: Dot | None = None  # the greatest id inserted at the head
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
         # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
         self._h: int | None = None
+        # Local to this replica (neither merged nor hashed): per node, the greatest id of it
+        # collected here; every element of that node at or below it was merged here, so one
+        # absent now was collected, and a stale copy of it merged again is ignored.
+        self._floor: dict[str, int] | None = None
+        # Tombstones whose removal is causally stable but which the tree still needs (see
+        # collect): no longer in the digest, so that replicas that collected in another order
+        # hash alike.
+        self._ghosts: set[Dot] | None = None
+        # Elements placed under another parent than their reference since collect dropped the
+        # tombstone between them: id -> the parent they are placed under now. The reference
+        # itself stays the element's (it is what the digest hashes).
+        self._moved: dict[Dot, Dot | None] | None = None
+        # Placed tombstones at or below which collect skips its scan: the last scan found every
+        # tombstone it left blocked by the tree, not waiting for stability (-1: scan).
+        self._scan_at = 0
+        # Calls collect lets go by before scanning a long list whose last scan left tombstones
+        # waiting for stability (a scan costs O(elements)).
+        self._scan_in = 0
 
     # -- the join ------------------------------------------------------------------------------
 
     def copy(self) -> RGA:
         c = RGA()
         c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
-        c.gone = set(self.gone)
+        c.gone = dict(self.gone)
         c._order = None
         c._h = self._h
+        c._floor = dict(self._floor) if self._floor else None
+        c._ghosts = set(self._ghosts) if self._ghosts else None
+        c._moved = dict(self._moved) if self._moved else None
         return c
 
     def settle(self) -> None:
@@ -128,55 +169,83 @@ class RGA:
             # visible order: rebuild it once, lazily, instead.
             self._order = None
         h = self._h
+        floor = self._floor
+        ghosts = self._ghosts
+        moved = other._moved
         ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
             mine = elements.get(i)
             if mine is None:
+                if floor is not None and i[0] <= floor.get(i[1], -1):
+                    continue  # collected here: a stale copy (see collect)
                 value = e.value
-                if i in gone:
-                    gone.discard(i)
-                    value = None
+                stamp = e.stamp
+                if gone and i in gone:
+                    removed = gone.pop(i)
                     if h is not None:
-                        h ^= dot_hash(i, _SEED_GONE)
-                # A removed element keeps no stamp of its own: its state is the same however
-                # many LSETs reached it first.
-                mine = Element(e.ref, value, e.stamp if value is not None else i)
+                        h ^= _gone_hash(i, removed)
+                    if value is not None or removed > stamp:
+                        stamp = removed
+                    value = None
+                ref = e.ref
+                mine = Element(ref, value, stamp)
                 elements[i] = mine
                 if h is not None:
                     h ^= _element_hash(i, mine)
-                self._place(i, mine)
+                if moved and i in moved and ref is not None and ref not in elements:
+                    # Its reference was collected where it comes from: place it as there.
+                    ref = moved[i]
+                    if self._moved is None:
+                        self._moved = {}
+                    self._moved[i] = ref
+                self._place(i, mine, ref)
             elif mine.value is not None:
                 if e.value is None:
-                    h = self._remove(i, mine, h)
+                    h = self._remove(i, mine, e.stamp, h)
                 elif e.stamp > mine.stamp:
                     h = _restate(i, mine, e.value, e.stamp, h)
-        for i in other.gone:
+            elif e.value is None and e.stamp > mine.stamp:  # removed twice: the greater stamp
+                if ghosts and i in ghosts:
+                    mine.stamp = e.stamp  # not hashed any more
+                else:
+                    h = _restate(i, mine, None, e.stamp, h)
+        for i, removed in other.gone.items():
             mine = elements.get(i)
             if mine is None:
-                if i not in gone:
-                    gone.add(i)
+                if floor is not None and i[0] <= floor.get(i[1], -1):
+                    continue
+                was = gone.get(i)
+                if was is None or removed > was:
+                    gone[i] = removed
                     if h is not None:
-                        h ^= dot_hash(i, _SEED_GONE)
+                        if was is not None:
+                            h ^= _gone_hash(i, was)
+                        h ^= _gone_hash(i, removed)
             elif mine.value is not None:
-                h = self._remove(i, mine, h)
+                h = self._remove(i, mine, removed, h)
+            elif removed > mine.stamp:
+                if ghosts and i in ghosts:
+                    mine.stamp = removed
+                else:
+                    h = _restate(i, mine, None, removed, h)
         self._h = h
 
-    def _remove(self, i: Dot, mine: Element, h: int | None) -> int | None:
+    def _remove(self, i: Dot, mine: Element, removed: Dot, h: int | None) -> int | None:
         """A visible element removed by a merge; returns the digest with it restated."""
-        h = _restate(i, mine, None, i, h)
+        h = _restate(i, mine, None, removed, h)
         self._hide(i)
         return h
 
-    def _place(self, i: Dot, e: Element) -> None:
-        """Put a newly merged element into the visible order, or mark the order stale."""
+    def _place(self, i: Dot, e: Element, ref: Dot | None) -> None:
+        """Put a newly merged element, placed under ``ref``, into the visible order, or mark
+        the order stale."""
         order = self._order
         if order is None:
             return  # the rebuild places everything
         if self._orphans:
             self._order = None  # it may be the reference an orphan waits for
             return
-        ref = e.ref
         if ref is None:
             top = self._top
             if top is None or i > top:
@@ -213,15 +282,22 @@ class RGA:
             order = self._order = self._rebuild()
         return order
 
-    def _rebuild(self) -> deque[Dot]:
-        elements = self.elements
+    def _children(self) -> dict[Dot | None, list[Dot]]:
+        """Each placed parent's children, unsorted (the reference, or where collect moved it)."""
         children: dict[Dot | None, list[Dot]] = {}
-        for i, e in elements.items():
-            kids = children.get(e.ref)
+        moved = self._moved
+        for i, e in self.elements.items():
+            p = e.ref if not moved else moved.get(i, e.ref)
+            kids = children.get(p)
             if kids is None:
-                children[e.ref] = [i]
+                children[p] = [i]
             else:
                 kids.append(i)
+        return children
+
+    def _rebuild(self) -> deque[Dot]:
+        elements = self.elements
+        children = self._children()
         order: deque[Dot] = deque()
         stack = children.get(None, [])
         stack.sort()  # popped greatest first
@@ -296,24 +372,26 @@ class RGA:
         d.elements[i] = Element(self.elements[i].ref, value, (now(), node))
         return d
 
-    def remove(self, ids: Iterable[Dot]) -> RGA:
-        """The delta removing the given (observed) elements."""
+    def remove(self, ids: Iterable[Dot], stamp: Dot | None = None) -> RGA:
+        """The delta removing the given (observed) elements, dated by ``stamp``: a fresh
+        (HLC, node) of the remover. An undated removal (each element's own id stands for the
+        stamp) is never collected."""
         d = _delta()
-        d.gone = set(ids)
+        d.gone = dict.fromkeys(ids, stamp) if stamp is not None else {i: i for i in ids}
         return d
 
-    def pop(self, count: int, left: bool) -> tuple[RGA, list[bytes]]:
+    def pop(self, count: int, left: bool, stamp: Dot | None = None) -> tuple[RGA, list[bytes]]:
         """LPOP/RPOP: the delta removing up to ``count`` elements from one end, and their values."""
         order = self.order()
         n = min(count, len(order))
         ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
         elements = self.elements
         values = [elements[i].value for i in ids]
-        return self.remove(ids), values  # type: ignore[return-value]
+        return self.remove(ids, stamp), values  # type: ignore[return-value]
 
-    def removal(self) -> RGA:
+    def removal(self, stamp: Dot | None = None) -> RGA:
         """Observed-remove of every visible element."""
-        return self.remove(self.order())
+        return self.remove(self.order(), stamp)
 
     # -- clocks, wire form, digests ------------------------------------------------------------
 
@@ -324,62 +402,258 @@ class RGA:
                 m = i[0]
             if e.stamp[0] > m:
                 m = e.stamp[0]
-        for i in self.gone:
-            if i[0] > m:
-                m = i[0]
+        for removed in self.gone.values():
+            if removed[0] > m:  # a dated removal is newer than its element; an undated is it
+                m = removed[0]
         return m
 
     def encode(self) -> list[Any]:
-        """Canonical: [[ts, node, ref ts, ref node, value, stamp ts, stamp node]..., gone]."""
+        """[[ts, node, ref ts, ref node, value, stamp ts, stamp node (, placed under ts,
+        node)]..., [[removal ts, removal node, [ts, node, ts, node...]]...]]: the stamp is left
+        out (None, None) where it is the id; the parent an element is placed under is given
+        where collect moved it; ``gone`` is grouped by removal. Canonical but for where
+        collect placed elements."""
         rows: list[Any] = []
         elements = self.elements
+        moved = self._moved or {}
         for i in sorted(elements):
             e = elements[i]
             ref = e.ref
             stamp = e.stamp
-            rows.append([
+            row = [
                 i[0], i[1],
                 ref[0] if ref is not None else None, ref[1] if ref is not None else None,
                 e.value,
                 stamp[0] if stamp != i else None, stamp[1] if stamp != i else None,
-            ])
-        return [rows, [[t, n] for t, n in sorted(self.gone)]]
+            ]
+            if i in moved:
+                p = moved[i]
+                row += [p[0], p[1]] if p is not None else [None, None]
+            rows.append(row)
+        by_removal: dict[Dot, list[Dot]] = {}
+        for i, removed in self.gone.items():
+            ids = by_removal.get(removed)
+            if ids is None:
+                by_removal[removed] = [i]
+            else:
+                ids.append(i)
+        gone = [
+            [r[0], r[1], [x for i in sorted(ids) for x in i]]
+            for r, ids in sorted(by_removal.items())
+        ]
+        return [rows, gone]
 
     @classmethod
     def decode(cls, data: Sequence[Any]) -> RGA:
-        rows, gone = data
+        """Also reads the earlier form, whose ``gone`` rows were [ts, node] (undated)."""
+        rows, gone_rows = data
         r = cls()
         r._order = None
         elements = r.elements
-        for ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node in rows:
+        stamps: dict[Dot, Dot] = {}  # one tuple per removal, shared by what it removed
+        for row in rows:
+            ts, node, ref_ts, ref_node, value, stamp_ts, stamp_node = row[:7]
             i = (ts, node)
+            if len(row) > 7:
+                if r._moved is None:
+                    r._moved = {}
+                r._moved[i] = (row[7], row[8]) if row[7] is not None else None
             ref = (ref_ts, ref_node) if ref_ts is not None else None
-            stamp = (stamp_ts, stamp_node) if stamp_ts is not None else i
+            if stamp_ts is None:
+                stamp = i
+            else:
+                stamp = (stamp_ts, stamp_node)
+                stamp = stamps.setdefault(stamp, stamp)
             elements[i] = Element(ref, value, stamp)
-        r.gone = {(t, n) for t, n in gone}
+        gone = r.gone
+        for row in gone_rows:
+            if len(row) == 2:
+                i = (row[0], row[1])
+                gone[i] = i
+                continue
+            removed = (row[0], row[1])
+            flat = row[2]
+            for k in range(0, len(flat), 2):
+                gone[(flat[k], flat[k + 1])] = removed
         return r
 
     def digest(self) -> int:
-        """A stable 64-bit hash of the state: every element (tombstones included) and the
-        removals still waiting for their element."""
+        """A stable 64-bit hash of the state: every element with its reference (tombstones
+        included, until their removal is causally stable) and the removals still waiting for
+        their element. Where collect placed an element is not hashed: replicas that collected
+        in different orders hold different trees with the same list (see collect)."""
         h = self._h
         if h is None:
-            h = dots_hash(self.gone, _SEED_GONE)
+            h = 0
+            for i, removed in self.gone.items():
+                h ^= _gone_hash(i, removed)
+            ghosts = self._ghosts or ()
             for i, e in self.elements.items():
-                h ^= _element_hash(i, e)
+                if i not in ghosts:
+                    h ^= _element_hash(i, e)
             self._h = h
         return combine(_KIND_SEED, h)
 
-    def collect(self, stable: Mapping[str, int]) -> int:
-        """Causal-stability GC of list tombstones: none is dropped (see docs/SEMANTICS.md,
-        "Lists"). A removal carries no stamp of its own, so stability of the ids does not
-        show that no insert naming a removed element is still in flight; dropping one would
-        leave such an insert unplaceable on this replica and placed on the others."""
-        return 0
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
+        """Forget tombstones and early removals no delivery can need any more; returns how
+        many left the digest. ``stable`` is the stable vector; ``cstable[n] >= R`` (the
+        causal frontier, cluster/watermark.py) means every member has merged n's writes
+        stamped up to R and every write any member made before merging them.
+
+        A removal waiting in ``gone`` goes once its element's id is stable: the insert was
+        merged here then, so only a stale copy of it can still come, which the floor ignores.
+
+        A tombstone e removed at stamp (R, n) is *settled* once ``cstable[n] >= R`` and its id
+        is stable: every insert naming e was made before its maker merged the removal (a local
+        insert names a visible element), so every one is here already, and the floor may
+        cover e. A settled tombstone leaves the digest at once; it leaves the tree when the
+        list reads the same without it, now and after any later insert. The list is the
+        pre-order of the tree, children greatest id first, and a child's id exceeds its
+        parent's. So e goes:
+
+        - when it has no children: an invisible leaf, and none can come;
+        - when each child k of e has ``cstable[k] >= k`` and every sibling of e greater than
+          e is greater than every child of e: the children take e's place under e's parent,
+          between the same siblings, in the same order. A later insert under that parent
+          has an id above every child (one made before its maker merged a child k would be
+          here already), so it lands ahead of them, as it would have ahead of e.
+
+        Otherwise e stays, out of the digest (a *ghost*), until a later pass. Where the
+        children go is local (``_moved``): replicas that collected in different orders may
+        hold different trees of the same list, which is why the digest hashes references,
+        not placements, and no settled tombstone. Children are visited before their parents
+        (descending ids). An undated removal (the earlier wire form) is kept.
+
+        Cost: a scan is O(elements), so it runs only when there is something new, and a list
+        longer than 4096 only once more than a sixteenth of it is removed; while tombstones
+        wait for stability it is rescanned every (elements / 16384) calls.
+        """
+        n = self._collect_gone(stable) if self.gone else 0
+        if cstable is None:
+            return n
+        elements = self.elements
+        skip = self._scan_at
+        if len(elements) > _SCAN_SMALL:
+            skip = max(skip, len(elements) >> 4)
+        if self._tombstones() <= skip:
+            return n  # nothing removed since a scan that found only tree-blocked tombstones
+        if self._scan_in:
+            self._scan_in -= 1
+            return n
+        children = self._children()
+        removed = sorted((i for i, e in elements.items() if e.value is None), reverse=True)
+        dropped: set[Dot] = set()
+        ordered: set[Dot | None] = set()  # sibling lists sorted so far
+        waiting = False
+        h = self._h
+        ghosts = self._ghosts
+        for i in removed:
+            e = elements[i]
+            if ghosts is None or i not in ghosts:
+                st = e.stamp
+                if st[0] <= i[0]:
+                    continue  # undated
+                if st[0] > cstable.get(st[1], -1) or i[0] > stable.get(i[1], -1):
+                    waiting = True
+                    continue
+                if ghosts is None:
+                    ghosts = self._ghosts = set()
+                ghosts.add(i)
+                if h is not None:
+                    h ^= _element_hash(i, e)
+                n += 1
+            kids = children.get(i)
+            if kids is not None:
+                kids = sorted(k for k in kids if k not in dropped)
+            if kids:
+                adopted = self._adopt(i, e, kids, children, ordered, dropped, cstable)
+                if not adopted:
+                    waiting = waiting or adopted is None
+                    continue
+            dropped.add(i)
+            del elements[i]
+            ghosts.discard(i)
+            self._forget(i)
+        self._h = h
+        if dropped:
+            if self._orphans:
+                self._order = None  # an orphan may have gone: recount them
+            else:
+                heads = [k for k in children.get(None, ()) if k not in dropped]
+                self._top = max(heads) if heads else None
+        if waiting:
+            self._scan_at = -1
+            self._scan_in = len(elements) >> 14
+        else:
+            self._scan_at = self._tombstones()
+        return n
+
+    def _adopt(
+        self, i: Dot, e: Element, kids: list[Dot], children: dict[Dot | None, list[Dot]],
+        ordered: set[Dot | None], dropped: set[Dot], cstable: Mapping[str, int],
+    ) -> bool | None:
+        """Hand the (sorted) children of settled tombstone ``i`` to its parent, if the list
+        reads the same after any later insert (see collect); whether they were handed: None
+        when a later pass may tell, False when only the tree changing may."""
+        moved = self._moved
+        p = e.ref if not moved else moved.get(i, e.ref)
+        if p is not None and p not in self.elements:
+            return None  # an orphan: where its children belong is not known here yet
+        if any(k[0] > cstable.get(k[1], -1) for k in kids):
+            return None
+        siblings = children[p]
+        if p not in ordered:
+            siblings.sort()
+            ordered.add(p)
+        at = bisect.bisect_left(siblings, i)
+        nxt = at + 1
+        while nxt < len(siblings) and siblings[nxt] in dropped:
+            nxt += 1
+        if nxt < len(siblings) and siblings[nxt] < kids[-1]:
+            return False  # a greater sibling would fall behind a child
+        siblings[at:at + 1] = kids  # still sorted: each kid lies between e and that sibling
+        if moved is None:
+            moved = self._moved = {}
+        for k in kids:
+            moved[k] = p
+        return True
+
+    def _forget(self, i: Dot) -> None:
+        """``i`` left the tree: out of the placements, under the floor."""
+        if self._moved:
+            self._moved.pop(i, None)
+        floor = self._floor
+        if floor is None:
+            floor = self._floor = {}
+        if i[0] > floor.get(i[1], -1):
+            floor[i[1]] = i[0]
+
+    def _tombstones(self) -> int:
+        """The removed elements placed in the tree (orphans are not counted: one placed
+        later leaves this unchanged)."""
+        return len(self.elements) - len(self.order()) - self._orphans
+
+    def _collect_gone(self, stable: Mapping[str, int]) -> int:
+        gone = self.gone
+        done = [i for i in gone if i[0] <= stable.get(i[1], -1)]
+        if not done:
+            return 0
+        h = self._h
+        floor = self._floor
+        if floor is None:
+            floor = self._floor = {}
+        for i in done:
+            removed = gone.pop(i)
+            if h is not None:
+                h ^= _gone_hash(i, removed)
+            if i[0] > floor.get(i[1], -1):
+                floor[i[1]] = i[0]
+        self._h = h
+        return len(done)
 
     def stable_in(self, stable: Mapping[str, int]) -> bool:
         """Every id and stamp here is covered by ``stable``, and nothing is removed: a list
-        with tombstones is never forgotten, for the reason ``collect`` gives."""
+        key's tombstone is forgotten once ``collect`` has dropped every removed element."""
         for i, e in self.elements.items():
             if e.value is None:
                 return False

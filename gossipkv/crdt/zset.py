@@ -322,7 +322,7 @@ class ZSet:
         """Delta building: list ``member`` with ``records``."""
         self.members[member] = _pack(records)
 
-    def removal(self) -> Self:
+    def removal(self, stamp: tuple[int, str] | None = None) -> Self:
         """The delta that observed-removes every member this state shows."""
         d = type(self)(delta=True)
         for member, stored in self.members.items():
@@ -396,7 +396,7 @@ class ZSet:
                 self._h = h  # a delta's records are never edited in place by _set
         return combine(_KIND_SEED, h, self.ctx.digest())
 
-    def collect(self, stable: Mapping[str, int]) -> int:
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC: the context's stable replaced or removed dots fold into its
         vector."""
         if self.ctx is _NO_CTX:

@@ -247,23 +247,24 @@ class Entry:
 
     # -- deltas ------------------------------------------------------------------------------
 
-    def removal(self, stamp: tuple[int, str] | None = None) -> Entry:
+    def removal(self, stamp: tuple[int, str] | None = None, date_key: bool = True) -> Entry:
         """The observed-remove delta that deletes everything this state shows.
 
-        ``stamp`` (a fresh (HLC ts, node) of the remover) goes into the key-level context:
-        the remover has seen all its own writes, so it covers nothing more, but it dates the
-        removal, so that ``is_stable`` holds the tombstone until the removal itself has reached
-        every member (an unstamped removal is as old as the newest write it saw).
+        ``stamp`` (a fresh (HLC ts, node) of the remover) goes into the key-level context
+        unless ``date_key`` is false: the remover has seen all its own writes, so it covers
+        nothing more, but it dates the removal, so that ``is_stable`` holds the tombstone until
+        the removal itself has reached every member (an unstamped removal is as old as the
+        newest write it saw). It always dates a list's removed elements (RGA.collect).
         """
         ctx: causal.Context = {}
-        if stamp is not None:
+        if stamp is not None and date_key:
             causal.observe(ctx, stamp[0], stamp[1])
         if self.value is not None:
             causal.observe(ctx, self.ts, self.node)
         if self.exp is not None:
             causal.observe(ctx, self.exp[0], self.exp[1])
         counter = self.counter.reset() if self.counter is not None else None
-        parts = [x.removal() for x in self.colls()]
+        parts = [x.removal(stamp) for x in self.colls()]
         coll: Any = None
         if len(parts) == 1:
             coll = parts[0]
@@ -373,18 +374,19 @@ class Entry:
                 head.append([c.KIND, c.digest()])  # type: ignore[union-attr]
         return int(xxhash.xxh3_64_intdigest(msgpack.packb(head)))
 
-    def collect(self, stable: Mapping[str, int]) -> int:
+    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC of this key's removal metadata; returns the items dropped.
 
         ``stable[node] = ts``: every write of ``node`` stamped up to ts has reached every
-        replica. The collections fold their stable removed dots into their vectors. A
+        replica; ``cstable`` is the causal frontier, for list tombstones (Collection.collect).
+        The collections fold their stable removed dots into their vectors. A
         key-level context entry ``node -> ts`` with ts stable is dropped: no write it covers
         can still arrive, and the register and expiry it covered are first made inert (the
         value dropped, the deadline zeroed, their stamps kept so an old copy never wins).
         """
         n = 0
         for x in self.colls():
-            n += x.collect(stable)
+            n += x.collect(stable, cstable)
         ctx = self.ctx
         if ctx:
             for node, ts in list(ctx.items()):
@@ -409,7 +411,7 @@ class Entry:
         ``stable`` must name every node of the cluster. Not forgettable, whatever ``stable``
         says: a visible deadline (an EXPIRE that
         overtook the write it applies to), a counter (its floor judges the node's running
-        total, which goes on from there), a list with removed elements (see RGA.collect).
+        total, which goes on from there), a list removal not collected yet (RGA.collect).
         """
         if self.counter is not None or self.deadline():
             return False
@@ -455,7 +457,7 @@ def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool =
         if deadline is None and not keep_ttl and old.deadline():
             d.exp = (ts, node, 0)
         if old.coll is not None:  # SET replaces a key of any type: observed-remove the old one
-            d.coll = old.removal().coll
+            d.coll = old.removal((ts, node)).coll
     if deadline is not None:
         d.exp = (ts, node, deadline)
     return d

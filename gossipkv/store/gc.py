@@ -6,7 +6,9 @@ contexts, list tombstones) for the same reason. Once every stamp in a state is *
 member has merged every write up to it, and none of them can still send an older state) no late
 delta can need that memory any more, so it can go: a stable tombstone is forgotten altogether
 (and XORed out of the Merkle tree), and a live entry drops what ``Entry.collect`` finds
-collectable. The cluster computes ``stable`` from what every member has acknowledged.
+collectable. The cluster computes ``stable`` from what every member has acknowledged, and
+``cstable`` (the causal frontier, which a list tombstone waits for: an insert naming it may
+have been made before its maker merged the removal) from what every member has merged.
 
 The sweep walks the Merkle leaves (the hash-prefix buckets) in order, a slice at a time, so its
 work per call is bounded and no dict is iterated across a yield.
@@ -36,7 +38,10 @@ class Collector:
         self.tombstones_collected = 0
         self.elements_collected = 0
 
-    def step(self, ks: Keyspace, stable: Mapping[str, int], budget: int) -> int:
+    def step(
+        self, ks: Keyspace, stable: Mapping[str, int], budget: int,
+        cstable: Mapping[str, int] | None = None,
+    ) -> int:
         """Visit whole buckets until about ``budget`` entries were looked at (at least one
         bucket) or a pass ends; the entries plus buckets visited."""
         work = 0
@@ -53,12 +58,12 @@ class Collector:
                     ks.forget(key)
                     self.tombstones_collected += 1
                 else:
-                    self._collect(ks, key, e, stable)
+                    self._collect(ks, key, e, stable, cstable)
             keys = live_sets[b]
             for key in list(keys):
                 e = live[key]
                 if not is_plain(e):  # a plain register keeps no removal metadata
-                    self._collect(ks, key, e, stable)
+                    self._collect(ks, key, e, stable, cstable)
             work += len(keys) + 1
             self.cursor = b + 1
             if self.cursor == BUCKET_COUNT:
@@ -68,9 +73,12 @@ class Collector:
             if work >= budget:
                 return work
 
-    def _collect(self, ks: Keyspace, key: bytes, e: Entry, stable: Mapping[str, int]) -> None:
+    def _collect(
+        self, ks: Keyspace, key: bytes, e: Entry, stable: Mapping[str, int],
+        cstable: Mapping[str, int] | None,
+    ) -> None:
         old = ks.hash_of(key, e)
-        n = e.collect(stable)
+        n = e.collect(stable, cstable)
         if n:
             self.elements_collected += n
             ks.hashes.pop(key, None)  # the entry may have become plain

@@ -366,15 +366,18 @@ class Keyspace:
             old = entry_hash(key, e)
         self._leaves[_hash(key) >> LEAF_SHIFT] ^= old
 
-    def collect(self, stable: Mapping[str, int], budget: int) -> int:
+    def collect(
+        self, stable: Mapping[str, int], budget: int, cstable: Mapping[str, int] | None = None
+    ) -> int:
         """One slice of tombstone and metadata garbage collection (store/gc.py): visits about
         ``budget`` entries, stopping early at the end of a pass over the keyspace; returns the
         work done, so the caller yields between slices.
 
         ``stable`` maps node id -> HLC stamp such that every write of that node stamped at or
         below it has been merged by every member, and no state holding such a write that a
-        member has not merged can still arrive (causal stability)."""
-        return self.gc.step(self, stable, budget)
+        member has not merged can still arrive (causal stability). ``cstable`` is the causal
+        frontier (cluster/watermark.py): list tombstones wait for it; None holds them."""
+        return self.gc.step(self, stable, budget, cstable)
 
 
 class Leftovers:
