@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from itertools import islice
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from gossipkv.crdt.causal import SEEDS, combine, hash_bytes
 from gossipkv.crdt.collection import register
@@ -333,8 +333,11 @@ class RGA:
 
     def values(self, start: int = 0, stop: int | None = None) -> list[bytes]:
         """Visible values of positions start..stop-1 (non-negative, clamped)."""
-        elements = self.elements
-        return [elements[i].value for i in islice(self.order(), start, stop)]  # type: ignore[misc]
+        # Ids as plain objects: typed as Dot, compiled code would unbox each id and box it
+        # again (a new tuple, hashed afresh) for the lookup.
+        elements = cast(dict[Any, Element], self.elements)
+        ids: Any = islice(self.order(), start, stop)
+        return [elements[i].value for i in ids]  # type: ignore[misc]
 
     # -- deltas of local writes (ids from ``now``, never used before on this node) -------------
 
