@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The modules setup.py compiles with mypyc: rebuilt in place whenever one of them changes.
 BUILT := $(VENV)/.compiled
-COMPILED_SRC := $(wildcard gossipkv/crdt/*.py gossipkv/store/*.py gossipkv/commands/*.py gossipkv/resp/*.py)
+COMPILED_SRC := $(wildcard gossipkv/crdt/*.py gossipkv/store/*.py gossipkv/commands/*.py gossipkv/resp/*.py) gossipkv/cluster/outbox.py
 
 .PHONY: run test lint bench bench-ae chaos system-deps clean
 

@@ -3,10 +3,11 @@
 The per-request path (RESP parsing and encoding, the command table and commands, the keyspace,
 the CRDTs) is plain, fully typed Python; mypyc turns it into a C extension, which runs it about
 1.5x faster with the same source and the same behaviour. Everything else (cluster, admin, CLI)
-stays interpreted: it is not on the hot path and keeps tracebacks readable.
+stays interpreted, but for the replication outbox: it is off the hot path, and its tracebacks
+stay readable.
 
-``GOSSIPKV_PURE=1`` installs everything as plain Python (no compiler needed); so does a machine
-where mypyc or a C compiler is missing, with a warning. Both builds pass the same test suite.
+``GOSSIPKV_PURE=1`` installs everything as plain Python (no C compiler needed); so does an
+install where mypyc cannot be imported, with a warning. Both builds pass the same test suite.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from setuptools import setup
 # ``__init__`` (a compiled one is not found as a package by every import path).
 COMPILED = ("crdt", "store", "commands", "resp")
 INTERPRETED = {"gossipkv/commands/replies.py"}
+# Single modules of other packages that every write runs through: the replication outbox is
+# the keyspace's sink.
+ALSO_COMPILED = ("gossipkv/cluster/outbox.py",)
 
 
 def compiled_sources() -> list[str]:
@@ -32,7 +36,7 @@ def compiled_sources() -> list[str]:
             rel = path.relative_to(root).as_posix()
             if rel not in INTERPRETED and path.name != "__init__.py":
                 sources.append(rel)
-    return sources
+    return sources + list(ALSO_COMPILED)
 
 
 def ext_modules() -> list[object]:

@@ -50,6 +50,7 @@ from bench.tools import (
     call,
     dbsize,
     machine,
+    pin_server,
     pipe_load,
     redis_benchmark,
     refuses,
@@ -287,10 +288,13 @@ def start_pair(tmp: Path) -> tuple[ServerProcess, ServerProcess]:
     """A fresh redis-server and a fresh gossipkv node."""
     ref = start_redis(tmp)
     try:
-        return ref, start_gossipkv(tmp, *GOSSIPKV_ARGS)
+        node = start_gossipkv(tmp, *GOSSIPKV_ARGS)
     except BaseException:
         ref.stop()
         raise
+    pin_server(ref.proc.pid)
+    pin_server(node.proc.pid)
+    return ref, node
 
 
 @contextmanager

@@ -123,6 +123,28 @@ class Run:
     stopped: Literal["", "counted", "ceiling"] = ""
 
 
+# With two CPUs or more, servers run on the first and redis-benchmark on the second: left to
+# the scheduler, the two sometimes share one CPU, which halves a run's rate at random and made
+# redis-server's own figure vary twofold between runs.
+SERVER_CPUS = {0}
+LOAD_CPUS = {1}
+
+
+def pinned() -> bool:
+    return (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+
+
+def pin_server(pid: int) -> None:
+    """Keep a server process (and its threads) on the servers' CPU."""
+    if pinned():
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), SERVER_CPUS)
+
+
+def _on_load_cpu() -> None:
+    os.sched_setaffinity(0, LOAD_CPUS)
+
+
 def redis_benchmark(
     port: int, test: str, pipeline: int, requests: int, clients: int, keyspace: int,
     time_limit: float | None = None,
@@ -138,7 +160,8 @@ def redis_benchmark(
     start = time.monotonic()
     try:
         proc = subprocess.run(
-            args, capture_output=True, text=True, timeout=time_limit or 900, check=False
+            args, capture_output=True, text=True, timeout=time_limit or 900, check=False,
+            preexec_fn=_on_load_cpu if pinned() else None,
         )
     except subprocess.TimeoutExpired:
         seconds = time.monotonic() - start
@@ -277,6 +300,8 @@ def machine() -> dict[str, object]:
         "gossipkv": gossipkv.__version__,
         "event_loop": loop,
         "commit": _commit(),
+        "pinned": f"servers on CPU {sorted(SERVER_CPUS)}, redis-benchmark on {sorted(LOAD_CPUS)}"
+        if pinned() else "no",
     }
 
 

@@ -48,7 +48,12 @@ _KIND_SEED: Final = 1
 _SEED_GONE: Final = 0x60E
 
 # A list this long is scanned for collectable tombstones only once enough new ones piled up.
-_SCAN_SMALL = 4096
+_SCAN_SMALL: Final = 4096
+# Longer lists are not scanned at all: a scan is O(elements) in one event-loop turn (about 1 to
+# 3 us per element compiled), and the collector visits a key once per pass, so a scan of a long
+# list every pass would take the event loop from clients. Their tombstones wait until the list
+# is this short again.
+_SCAN_MAX: Final = 16384
 
 
 _PACK: Final = struct.Struct(">QQQB").pack
@@ -529,12 +534,16 @@ class RGA:
 
         Cost: a scan is O(elements), so it runs only when there is something new, and a list
         longer than 4096 only once more than a sixteenth of it is removed; while tombstones
-        wait for stability it is rescanned every (elements / 16384) calls.
+        wait for stability it is rescanned every (elements / 16384) calls. A list longer than
+        _SCAN_MAX is not scanned (its tombstones wait until it is shorter), so that no scan
+        holds the event loop for more than a few tens of milliseconds.
         """
         n = self._collect_gone(stable) if self.gone else 0
         if cstable is None:
             return n
         elements = self.elements
+        if len(elements) > _SCAN_MAX:
+            return n
         skip = self._scan_at
         if len(elements) > _SCAN_SMALL:
             skip = max(skip, len(elements) >> 4)

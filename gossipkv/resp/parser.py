@@ -108,8 +108,11 @@ def split_args(line: bytes) -> list[bytes] | None:
         out.append(bytes(cur))
 
 
-# Headers that must be checked by Redis's rules before anything is allocated for them.
-_SUSPECT: Final = re.compile(rb"\*(?:-|\d{7})|\$(?:-|\d{9})").search
+# A multibulk count hiredis would allocate a list for as soon as it reads the header: checked
+# by Redis's rules first. Other odd headers (negative lengths, a bulk past the limit) either
+# make hiredis fail or leave a request incomplete, or fail the size checks after parsing; each
+# sends the batch to the exact parser.
+_HUGE_COUNT: Final = re.compile(rb"\*\d{7}").search
 # Decimal digits of small numbers, so the canonical-size check costs no string formatting.
 _DIGITS: Final = [len(str(i)) for i in range(10000)]
 
@@ -137,7 +140,7 @@ class RequestParser:
         Requests parsed before the bad one are in ``out`` when the error is raised, so the
         caller can answer them before the error, as Redis does.
         """
-        if self._pending or not self.authenticated or data[:1] != b"*" or _SUSPECT(data):
+        if self._pending or not self.authenticated or data[:1] != b"*" or _HUGE_COUNT(data):
             self._feed_exact(data, out)
             return
         reader = self._reader
@@ -157,7 +160,12 @@ class RequestParser:
                     if type(a) is not bytes:
                         raise TypeError("not a bulk string")
                     m = len(a)
-                    size += m + 5 + (digits[m] if m < 10000 else len(str(m)))
+                    if m >= 10000:
+                        if m > self.max_bulk:
+                            raise TypeError("a bulk past the limit")
+                        size += m + 5 + len(str(m))
+                    else:
+                        size += m + 5 + digits[m]
                 out.append(req)
                 req = reader.gets()
             # Every byte accounted for by canonical requests, and nothing left half-parsed:
