@@ -29,7 +29,14 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench.tools import BenchError, machine, pipe_load, redis_benchmark, set_stream
+from bench.tools import (
+    BenchError,
+    machine,
+    pin_server,
+    pipe_load,
+    redis_benchmark,
+    set_stream,
+)
 from gossipkv.admin.chaos import request as chaos
 from tests.cluster_procs import ClusterNode, start_cluster, stop_all
 from tests.servers import start_redis, wait_for
@@ -106,6 +113,8 @@ def throughput(
     tmp: Path, a: ClusterNode, b: ClusterNode, requests: int, console: Console
 ) -> dict[str, Any]:
     ref = start_redis(tmp)
+    pin_server(ref.proc.pid)  # redis-server and node B on the servers' CPU, as bench/run.py
+    pin_server(b.proc.pid)
     try:
         redis_rps = redis_benchmark(ref.port, "set", 1, requests, CLIENTS, 100_000).rps
     finally:

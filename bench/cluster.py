@@ -43,7 +43,15 @@ import hiredis
 from rich.console import Console
 from rich.table import Table
 
-from bench.tools import BenchError, Run, machine, pipe_load, redis_benchmark, set_stream
+from bench.tools import (
+    BenchError,
+    Run,
+    machine,
+    pin_server,
+    pipe_load,
+    redis_benchmark,
+    set_stream,
+)
 from tests.cluster_procs import ClusterNode, new_node, start_cluster, stop_all, wait_formed
 from tests.servers import start_redis, wait_for
 
@@ -147,6 +155,10 @@ def throughput(tmp: Path, s: Settings, console: Console) -> dict[str, Any]:
         lone.start()
         with cluster(tmp, 3, "lan") as nodes:
             a = nodes[0]
+            # The node measured, the lone node and redis-server share the servers' CPU (its
+            # peers and redis-benchmark the other), as bench/run.py pins its pairs.
+            for pid in (ref.proc.pid, lone.proc.pid, a.proc.pid):
+                pin_server(pid)
             runs: dict[str, list[Run]] = {"redis": [], "single": [], "gossipkv": []}
             for n in range(s.rounds):
                 console.log(f"3-node SET on A: round {n + 1}/{s.rounds}")

@@ -3,7 +3,9 @@
 Throughput: redis-benchmark (50 clients, keys drawn from the same 100k-key space) runs SET, GET,
 INCR and MSET unpipelined and pipelined 16 deep, alternating between the two servers test by
 test so that drift in the machine's speed hits both alike; the median of the rounds' ratios
-counts. The load average is recorded: figures taken on a busy machine say little.
+counts. With two CPUs or more, both servers run on the first and redis-benchmark on the
+second (bench/tools.py), so that the load generator never competes with the server under test.
+The load average is recorded: figures taken on a busy machine say little.
 Data types: redis-benchmark's LPUSH, RPUSH, LPOP, SADD, HSET, SPOP, ZADD, ZPOPMIN and LRANGE_100,
 in redis-benchmark's own order, because each pop reads what the pushes and adds
 before it left (LRANGE_100 brings its own LPUSH fill, as redis-benchmark does). Every round starts
@@ -548,6 +550,7 @@ def report(
         f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
         f"redis-server {info['redis']}, gossipkv {info['gossipkv']} at {info['commit']}{rounds}"
     )
+    console.print(f"CPU placement: {info['pinned']}")
     load = max(info["loadavg_start"], info["loadavg_end"])
     if load > 0.5 * (info["nproc"] or 1):
         console.print(

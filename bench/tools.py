@@ -123,9 +123,8 @@ class Run:
     stopped: Literal["", "counted", "ceiling"] = ""
 
 
-# With two CPUs or more, servers run on the first and redis-benchmark on the second: left to
-# the scheduler, the two sometimes share one CPU, which halves a run's rate at random and made
-# redis-server's own figure vary twofold between runs.
+# With two CPUs or more, servers run on the first and redis-benchmark on the second, so that
+# the load generator never competes with the server under test for a CPU.
 SERVER_CPUS = {0}
 LOAD_CPUS = {1}
 
