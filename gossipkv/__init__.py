@@ -1,9 +1,10 @@
 """gossipkv: an active-active, Redis-protocol, CRDT-replicated key-value store.
 
 The request path is compiled with mypyc when installed (setup.py). Compiled modules call each
-other directly, so they are used all together or not at all: with ``GOSSIPKV_PURE=1``, or when
-any compiled module is older than its source (edited since the last ``make``), every module is
-imported from its source instead, and the second case says so on stderr.
+other directly, so they are used all together or not at all: with ``GOSSIPKV_PURE=1``, or, in a
+source tree, when any compiled module is older than its source (edited since the last
+``make``), every module is imported from its source instead, and the second case says so on
+stderr. An installed package (no setup.py beside it) is taken as built.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def _choose_build() -> None:
     if os.environ.get("GOSSIPKV_PURE"):
         sys.meta_path.insert(0, SourceFinder)
         return
-    stale = stale_compiled(Path(__file__).resolve().parent)
+    package = Path(__file__).resolve().parent
+    if not (package.parent / "setup.py").exists():
+        return  # installed: its files' times say nothing about edits
+    stale = stale_compiled(package)
     if stale:
         print(
             f"gossipkv: running from source: {stale[0]} is newer than its compiled module "
