@@ -501,11 +501,16 @@ def _info_none(srv: Server) -> InfoLines:
 
 
 def _info_commandstats(srv: Server) -> InfoLines:
-    return [
-        (f"cmdstat_{name}", f"calls={calls},usec=0,usec_per_call=0.00,rejected_calls=0,"
-         "failed_calls=0")
-        for name, calls in srv.stats.calls.items()
-    ]
+    lines: InfoLines = []
+    for name, cs in sorted(srv.stats.commands.items()):
+        usec = cs.ns // 1000
+        per_call = usec / cs.calls if cs.calls else 0.0
+        lines.append((
+            f"cmdstat_{name}",
+            f"calls={cs.calls},usec={usec},usec_per_call={per_call:.2f},"
+            f"rejected_calls={cs.rejected},failed_calls={cs.failed}",
+        ))
+    return lines
 
 
 def _info_cluster(srv: Server) -> InfoLines:

@@ -10,13 +10,25 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gossipkv.commands import errors
 from gossipkv.commands.control import ClusterControl
 from gossipkv.commands.replies import ErrorReply, Reply
 from gossipkv.commands.table import TABLE, Command, CommandTable
 from gossipkv.store.keyspace import Keyspace
+
+
+class CommandStats:
+    """One command's line of INFO commandstats."""
+
+    __slots__ = ("calls", "failed", "ns", "rejected")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.ns = 0  # time spent running it (its handler; a blocked command until it blocks)
+        self.rejected = 0  # refused before running: arity, authentication, loading
+        self.failed = 0  # ran and replied with an error
 
 
 @dataclass
@@ -27,7 +39,16 @@ class Stats:
     total_net_input_bytes: int = 0
     total_net_output_bytes: int = 0
     blocked_clients: int = 0  # clients waiting in BLPOP/BRPOP/BLMOVE
-    calls: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, CommandStats] = field(default_factory=dict)  # by command name
+
+    def command(self, name: str) -> CommandStats:
+        cs = self.commands.get(name)
+        if cs is None:
+            cs = self.commands[name] = CommandStats()
+        return cs
+
+
+_clock: Final = time.perf_counter_ns
 
 
 class Server:
@@ -120,28 +141,41 @@ class Session:
         cmd = server.table.by_bytes.get(argv[0]) or server.table.lookup(argv[0])
         if cmd is None:
             return errors.unknown_command(argv[0], argv[1:])
+        stats = server.stats
+        # A container (CLIENT, CONFIG ...) counts, and is checked for loading, by subcommand.
+        named = _subcommand(cmd, argv) if cmd.subcommands else cmd
         arity = cmd.arity
         n = len(argv)
         if (arity > 0 and n != arity) or n < -arity:
+            stats.command(named.name).rejected += 1
             return errors.wrong_arity(cmd.name)
         if not self.authenticated and "no-auth" not in cmd.flags:
+            stats.command(named.name).rejected += 1
             return ErrorReply(errors.NOAUTH)
-        if server.loading and not _runs_while_loading(cmd, argv):
+        if server.loading and "loading" not in named.flags:
+            stats.command(named.name).rejected += 1
             return ErrorReply(server.loading)
-        server.stats.total_commands_processed += 1
+        stats.total_commands_processed += 1
         self.last_cmd = cmd.name
+        start = _clock()
         try:
-            return cmd.handler(self, argv)
+            reply = cmd.handler(self, argv)
         except ErrorReply as e:
-            return e
+            reply = e
+        cs = stats.command(named.name)  # after: CONFIG RESETSTAT counts itself, as in Redis
+        cs.ns += _clock() - start
+        cs.calls += 1
+        if type(reply) is ErrorReply:
+            cs.failed += 1
+        return reply
 
 
-def _runs_while_loading(cmd: Command, argv: list[bytes]) -> bool:
-    """Whether a command runs while the keyspace reloads: flagged "loading", as in Redis; for a
-    container (CLIENT, CONFIG ...), its subcommand, so that a client library's connection
-    handshake (HELLO, CLIENT SETINFO) still succeeds."""
-    if cmd.subcommands and len(argv) > 1:
+def _subcommand(cmd: Command, argv: list[bytes]) -> Command:
+    """The subcommand ``argv`` names of container ``cmd``, or ``cmd`` itself. Loading checks
+    the subcommand's flags, as Redis does, so that a client library's connection handshake
+    (HELLO, CLIENT SETINFO) still succeeds while the keyspace reloads."""
+    if len(argv) > 1:
         sub = cmd.subcommands.get(argv[1].decode("utf-8", "replace").lower())
         if sub is not None:
-            cmd = sub
-    return "loading" in cmd.flags
+            return sub
+    return cmd

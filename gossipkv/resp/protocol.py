@@ -72,6 +72,7 @@ class ClientProtocol(asyncio.Protocol):
                     self._run_queue()  # requests left waiting while the client caught up
 
     def data_received(self, data: bytes) -> None:
+        self.server.stats.total_net_input_bytes += len(data)
         try:
             self.parser.feed(data, self.queue)
         except ProtocolError as e:
@@ -113,7 +114,7 @@ class ClientProtocol(asyncio.Protocol):
                     # while blocked is noticed and its blocking command cancelled.
                     reply.add_done_callback(self._unblock)
                     if out:
-                        transport.write(b"".join(out))
+                        self._send(transport, b"".join(out))
                     return False
                 out.append(ENCODERS[session.resp](_result(reply)))
             else:
@@ -127,7 +128,7 @@ class ClientProtocol(asyncio.Protocol):
                 # The replies to one read batch can dwarf its requests (GETs of a large value):
                 # hand them over now, and while the transport is over its limit leave the rest
                 # queued for resume_writing, so a client that never reads stays bounded.
-                transport.write(b"".join(out))
+                self._send(transport, b"".join(out))
                 out.clear()
                 size = 0
                 if self.paused:
@@ -146,14 +147,14 @@ class ClientProtocol(asyncio.Protocol):
                     self.bad = e
                 if queue:
                     if out:
-                        transport.write(b"".join(out))
+                        self._send(transport, b"".join(out))
                     return True
         parser.authenticated = session.authenticated
         bad = self.bad
         if bad is not None:
             out.append(error_bytes("ERR Protocol error: " + bad.message))
         if out:
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self._send(transport, b"".join(out) if len(out) > 1 else out[0])
         if bad is not None or session.closing:
             transport.close()
         return False
@@ -163,10 +164,14 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.session is None:
             return
-        transport.write(ENCODERS[self.session.resp](_result(fut)))
+        self._send(transport, ENCODERS[self.session.resp](_result(fut)))
         if not self.paused:
             transport.resume_reading()
         self._run_queue()
+
+    def _send(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.server.stats.total_net_output_bytes += len(data)
+        transport.write(data)
 
     def _buffers(self) -> dict[str, int]:
         t = self.transport
