@@ -196,6 +196,7 @@ async def _serve(cfg: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # a second signal while stopping changes nothing
+    node.server.shutdown = stop.set  # SHUTDOWN: the same clean stop
     admin = f", admin http://{cfg.host}:{node.admin.port}/status" if node.admin else ""
     cluster = node.bus.port if node.bus is not None else 0
     err.print(

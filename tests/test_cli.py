@@ -167,6 +167,28 @@ def test_signal_stops_the_node_cleanly(node: ServerProcess, sig: signal.Signals)
     wait_for(lambda: port_is_free(node.port), 10, "the port to be free")
 
 
+def test_shutdown_stops_the_node_like_sigterm(node: ServerProcess) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["redis-cli", "-p", str(node.port), *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+
+    # Redis's own replies to the forms that do not stop it (checked against redis-server 7.0).
+    assert cli("SHUTDOWN", "ABORT").stdout.strip() == "ERR No shutdown in progress."
+    assert cli("SHUTDOWN", "BOGUS").stdout.strip() == "ERR syntax error"
+    assert cli("SHUTDOWN", "SAVE", "NOSAVE").stdout.strip() == "ERR syntax error"
+    assert cli("SHUTDOWN", "ABORT", "NOW").stdout.strip() == "ERR syntax error"
+    # No dataset on disk to save: refused, and the node keeps running.
+    assert cli("SHUTDOWN", "SAVE").stdout.strip() == "ERR Errors trying to SHUTDOWN. Check logs."
+    assert cli("PING").stdout.strip() == "PONG"
+    done = cli("SHUTDOWN", "NOSAVE")
+    assert (done.returncode, done.stdout.strip()) == (0, ""), done  # no reply, as redis-server
+    assert node.proc.wait(timeout=15) == 0
+    assert "Traceback" not in node.output()
+    wait_for(lambda: port_is_free(node.port), 10, "the port to be free")
+
+
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
     file_port = free_port()
     config = tmp_path / "node.toml"

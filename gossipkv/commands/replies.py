@@ -36,6 +36,15 @@ class NullArray:
 NULL_ARRAY = NullArray()
 
 
+class NoReply:
+    """No reply at all: the connection closes instead (SHUTDOWN, as redis-server does)."""
+
+    __slots__ = ()
+
+
+NO_REPLY = NoReply()
+
+
 class ErrorReply(Exception):
     """An error reply. Raise it from a command; the message starts with its code (ERR, ...)."""
 

@@ -9,6 +9,7 @@ peer made concurrently, unseen here, survives them (DESIGN.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -17,17 +18,28 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from typing import Final
 
 import gossipkv
 from gossipkv import REDIS_VERSION
 from gossipkv.commands import errors
 from gossipkv.commands.connection import help_reply
-from gossipkv.commands.replies import OK, ErrorReply, Reply, RespSet, Status, Verbatim
+from gossipkv.commands.replies import (
+    NO_REPLY,
+    OK,
+    ErrorReply,
+    Reply,
+    RespSet,
+    Status,
+    Verbatim,
+)
 from gossipkv.commands.session import Server, Session, Stats
 from gossipkv.commands.table import TABLE, Command, command, container
 from gossipkv.crdt.numeric import parse_int
 from gossipkv.store import digest
 from gossipkv.store.glob import stringmatch
+
+log = logging.getLogger("gossipkv.server")
 
 INT_MAX = 2**31 - 1
 UINT_MAX = 2**32 - 1
@@ -891,6 +903,38 @@ def strtod(raw: bytes) -> float:
     """C's strtod as DEBUG SLEEP uses it: the longest numeric prefix, 0 when there is none."""
     m = _STRTOD.match(raw)
     return float(m.group(0)) if m else 0.0
+
+
+_SHUTDOWN_OPTIONS: Final = (b"nosave", b"save", b"now", b"force", b"abort")
+SHUTDOWN_FAILED: Final = "ERR Errors trying to SHUTDOWN. Check logs."
+
+
+@command(
+    "shutdown", -1, "admin noscript loading stale no-multi allow-busy", group="server",
+    since="1.0.0", summary="Synchronously save the dataset to disk and then shut down the server",
+)
+def shutdown(s: Session, argv: list[bytes]) -> Reply:
+    """Stop the node as SIGTERM does: it announces its leave to the cluster, then exits 0. The
+    client gets no reply; its connection closes. There is no persistence, so NOSAVE, NOW and
+    FORCE change nothing, SAVE is refused, and no shutdown is ever left pending to ABORT."""
+    words = [a.lower() for a in argv[1:]]
+    if any(w not in _SHUTDOWN_OPTIONS for w in words) or (b"save" in words and b"nosave" in words):
+        raise ErrorReply(errors.SYNTAX)
+    if b"abort" in words:
+        if len(words) > 1:
+            raise ErrorReply(errors.SYNTAX)
+        raise ErrorReply("ERR No shutdown in progress.")
+    stop = s.server.shutdown
+    if b"save" in words:
+        log.warning("event=shutdown_refused reason=SAVE: this node keeps no dataset on disk")
+        raise ErrorReply(SHUTDOWN_FAILED)
+    if stop is None:
+        log.warning("event=shutdown_refused reason=nothing to stop in this process")
+        raise ErrorReply(SHUTDOWN_FAILED)
+    log.warning("event=shutdown_asked client=%s", s.addr)
+    stop()
+    s.closing = True
+    return NO_REPLY
 
 
 @command(

@@ -78,6 +78,8 @@ class Server:
         # horizon): the error every command not flagged "loading" gets, as Redis's LOADING.
         self.loading = ""
         self.extra_info: dict[str, Callable[[], dict[str, Any]]] = {}
+        # Stops the node as SIGTERM does (SHUTDOWN); set by whoever runs it (gossipkv serve).
+        self.shutdown: Callable[[], None] | None = None
         # The blocked clients of BLPOP/BRPOP/BLMOVE (commands/lists.py), made on first use.
         self.blocking: Any = None
 

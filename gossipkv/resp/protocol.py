@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, Final, cast
 
-from gossipkv.commands.replies import OK, ErrorReply, Reply
+from gossipkv.commands.replies import NO_REPLY, OK, ErrorReply, Reply
 from gossipkv.commands.session import Server, Session
 from gossipkv.resp.encoder import ENCODERS, error_bytes
 from gossipkv.resp.parser import ProtocolError, RequestParser
@@ -117,6 +117,8 @@ class ClientProtocol(asyncio.Protocol):
                         self._send(transport, b"".join(out))
                     return False
                 out.append(ENCODERS[session.resp](_result(reply)))
+            elif reply is NO_REPLY:
+                pass  # the command closes the connection (session.closing) without a reply
             else:
                 encoded = ENCODERS[session.resp](reply)
                 out.append(encoded)
