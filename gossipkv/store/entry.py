@@ -305,13 +305,20 @@ class Entry:
         ):
             return [self.ts, self.node, self.value]
         return [
+            *self._string_fields(),
+            sorted([x.KIND, x.encode()] for x in self.colls()) if self.coll is not None else None,
+        ]
+
+    def _string_fields(self) -> list[Any]:
+        """The wire form of everything but the collections: register, counter, expiry and
+        key-level context (encode's first six fields, and what state_digest hashes of them)."""
+        return [
             self.ts,
             self.node,
             self.value,
             self.counter.encode() if self.counter is not None else None,
             list(self.exp) if self.exp is not None else None,
             sorted(self.ctx.items()) if self.ctx is not None else None,
-            sorted([x.KIND, x.encode()] for x in self.colls()) if self.coll is not None else None,
         ]
 
     @classmethod
@@ -358,14 +365,7 @@ class Entry:
                 + (v or b"")
             ))
             return h if self.counter is None else h ^ self.counter.digest()
-        head = [
-            self.ts,
-            self.node,
-            self.value,
-            self.counter.encode() if self.counter is not None else None,
-            list(self.exp) if self.exp is not None else None,
-            sorted(self.ctx.items()) if self.ctx is not None else None,
-        ]
+        head = self._string_fields()
         if c is not None:
             if type(c) is dict:
                 parts = sorted(c.items())
