@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,48 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise BenchError(f"no VmRSS for pid {pid}")
+
+
+class OtherWork:
+    """How much CPU processes other than this run's used while it ran, in CPUs on average.
+
+    The load average cannot tell: the servers and redis-benchmark under test keep it near two by
+    themselves. This counts the machine's busy time (/proc/stat, steal included: a neighbour on
+    the host competes too) minus what this process and the children it waited for used.
+    """
+
+    def __init__(self) -> None:
+        self._start = time.monotonic(), _machine_busy(), _own_cpu()
+
+    def cpus(self) -> float | None:
+        """Other processes' CPU use since construction, None where /proc/stat is missing."""
+        wall0, busy0, own0 = self._start
+        busy = _machine_busy()
+        wall = time.monotonic() - wall0
+        if busy is None or busy0 is None or wall <= 0:
+            return None
+        return max(0.0, (busy - busy0 - (_own_cpu() - own0)) / wall)
+
+
+def _machine_busy() -> float | None:
+    """Seconds every CPU together spent busy since boot (user, system, interrupts, steal)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of the children it has waited for (servers stopped,
+    redis-benchmark runs finished)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
 
 
 def machine() -> dict[str, object]:
