@@ -37,8 +37,7 @@ from gossipkv.store.keyspace import Keyspace
 
 log = logging.getLogger("gossipkv.node")
 
-EXPIRE_CYCLE_MS = 100  # Redis's active expiry runs at hz 10
-EXPIRE_SLICE_MS = 25  # and spends at most a quarter of each period
+EXPIRE_SHARE = 0.25  # active expiry spends at most this share of each cron period, as Redis's
 
 
 # Full (generation 2) collections: at most once per this many generation-1 collections.
@@ -121,7 +120,7 @@ class Node:
             await self._close_partial()
             raise
         await self._listener.start_serving()
-        self._tasks.append(asyncio.create_task(self._expire_loop()))
+        self._tasks.append(asyncio.create_task(self._cron()))
         log.info(
             "event=listening node=%s host=%s port=%d cluster_port=%d admin_port=%d",
             self.keyspace.node,
@@ -254,12 +253,23 @@ class Node:
             doc.update(self.cluster.status())
         return doc
 
-    async def _expire_loop(self) -> None:
-        """Active expiry, as Redis: reap due keys in slices so clients are never starved."""
+    async def _cron(self) -> None:
+        """Redis's serverCron, ``hz`` times a second: refresh the cached clock clients' idle
+        time is kept by, reap due keys in a slice (active expiry, so clients are never
+        starved), and once a second close clients idle past CONFIG ``timeout``."""
         limit = 200
+        server = self.server
+        next_idle_check = 0.0
         while True:
-            await asyncio.sleep(EXPIRE_CYCLE_MS / 1000)
+            period = 1 / server.hz
+            await asyncio.sleep(period)
+            now = server.unixtime = time.time()
             start = time.monotonic()
             while self.keyspace.expire_cycle(limit) == limit:
-                if (time.monotonic() - start) * 1000 > EXPIRE_SLICE_MS:
+                if time.monotonic() - start > period * EXPIRE_SHARE:
                     break
+            if now >= next_idle_check:
+                next_idle_check = now + 1
+                closed = server.close_idle()
+                if closed:
+                    log.info("event=idle_clients_closed count=%d", closed)

@@ -344,7 +344,10 @@ def client_line(c: Session, now: float) -> str:
     buffers = c.transport_info() if c.transport_info is not None else {}
     qbuf = buffers.get("qbuf", 0)
     omem = buffers.get("omem", 0)
-    flags = ("e" if c.no_evict else "") + ("T" if c.no_touch else "") or "N"
+    flags = (
+        ("b" if c.blocked else "") + ("e" if c.no_evict else "") + ("T" if c.no_touch else "")
+        or "N"
+    )
     return (
         f"id={c.id} addr={c.addr} laddr={c.laddr} fd={buffers.get('fd', -1)} "
         f"name={errors.text(c.name)} age={int(now - c.created)} "
@@ -459,8 +462,8 @@ def client_kill(s: Session, argv: list[bytes]) -> Reply:
             if skipme:
                 continue
             s.closing = True  # after this reply, like Redis's CLIENT_CLOSE_AFTER_REPLY
-        elif c.closer is not None:
-            c.closer()
+        else:
+            c.close()
         killed += 1
     if old_form:
         if not killed:

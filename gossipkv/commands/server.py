@@ -632,8 +632,8 @@ class Param:
 #   appendonly, save        persistence comes later: only "no" and "" (off) are accepted
 #   bind, port              where the node listens; fixed at start (gossipkv serve --host/--port)
 #   databases               1: only db 0 exists (see SELECT)
-#   hz                      recorded (clamped to 1..500 as Redis does); expiry runs at 10 Hz
-#   maxclients, timeout     recorded; not enforced yet
+#   hz                      the node's cron rate (clamped to 1..500 as Redis does)
+#   maxclients, timeout     enforced as Redis does (Server.maxclients, Server.close_idle)
 #   maxmemory               recorded; there is no eviction (maxmemory-policy is noeviction)
 #   proto-max-bulk-len      recorded; the request parser enforces Redis's default, 512 MB
 #   requirepass             takes effect at once for new authentications (see AUTH)

@@ -67,6 +67,9 @@ class Server:
         self.next_client_id = 1
         self.stats = Stats()
         self.started = time.time()
+        # The clock clients' idle time is kept by, cached as Redis's server.unixtime is: the
+        # node's cron refreshes it every tick, so a request costs no clock call for it.
+        self.unixtime = self.started
         self.run_id = os.urandom(20).hex()
         self.port = 0
         self.host = "127.0.0.1"
@@ -87,6 +90,35 @@ class Server:
     def requirepass(self) -> str:
         return self.config.get("requirepass", "")
 
+    def _int_config(self, name: str, default: int) -> int:
+        value = self.config.get(name)
+        return int(value) if value else default
+
+    @property
+    def hz(self) -> int:
+        """Cron ticks a second (CONFIG SET clamps it to 1..500 as Redis does)."""
+        return max(1, min(500, self._int_config("hz", 10)))
+
+    @property
+    def maxclients(self) -> int:
+        return self._int_config("maxclients", 10000)
+
+    def close_idle(self) -> int:
+        """Close the clients idle for longer than CONFIG ``timeout`` seconds (0: never), as
+        Redis's clientsCron does; a client blocked in BLPOP and the like waits on its own
+        timeout instead. Returns how many were closed."""
+        limit = self._int_config("timeout", 0)
+        if not limit:
+            return 0
+        now = self.unixtime
+        idle = [
+            c for c in self.clients.values()
+            if not c.blocked and now - c.last_interaction > limit
+        ]
+        for c in idle:
+            c.close()
+        return len(idle)
+
 
 class Session:
     """One client connection's state, as CLIENT LIST shows it."""
@@ -94,6 +126,7 @@ class Session:
     __slots__ = (
         "addr",
         "authenticated",
+        "blocked",
         "closer",
         "closing",
         "created",
@@ -125,17 +158,22 @@ class Session:
         self.db = 0
         self.authenticated = not server.requirepass
         self.closing = False
+        self.blocked = False  # waiting for a blocking command's reply (CLIENT LIST flag b)
         # CLIENT NO-EVICT / NO-TOUCH switches: shown in CLIENT LIST flags.
         self.no_evict = False
         self.no_touch = False
-        now = time.time()
-        self.created = now
-        self.last_interaction = now
+        self.created = time.time()
+        self.last_interaction = self.created
         self.last_cmd = "NULL"
         # Filled by the RESP layer: query buffer / output buffer sizes for CLIENT LIST.
         self.transport_info: Callable[[], dict[str, int]] | None = None
         # Closes this client's connection (CLIENT KILL); set by the RESP layer.
         self.closer: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Close the connection (CLIENT KILL, CONFIG timeout)."""
+        if self.closer is not None:
+            self.closer()
 
     def execute(self, argv: list[bytes]) -> Reply:
         """Run one request; errors come back as ErrorReply values, never exceptions."""
@@ -159,6 +197,7 @@ class Session:
             return ErrorReply(server.loading)
         stats.total_commands_processed += 1
         self.last_cmd = cmd.name
+        self.last_interaction = server.unixtime
         start = _clock()
         try:
             reply = cmd.handler(self, argv)

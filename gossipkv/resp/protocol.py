@@ -22,6 +22,7 @@ log: Final = logging.getLogger("gossipkv.resp")
 WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
 WRITE_LOW_WATER: Final = 1024 * 1024
 BLOCKED_QUEUE_MAX: Final = 1024  # requests queued behind a blocked command before reading pauses
+MAX_CLIENTS_REACHED: Final = b"-ERR max number of clients reached\r\n"
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -43,7 +44,14 @@ class ClientProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
-        session = Session(self.server, _addr(peer), _addr(sock))
+        server = self.server
+        if len(server.clients) >= server.maxclients:
+            # As Redis: the error, then the connection closes; the client never gets a session.
+            server.stats.rejected_connections += 1
+            transport.write(MAX_CLIENTS_REACHED)
+            transport.close()
+            return
+        session = Session(server, _addr(peer), _addr(sock))
         session.transport_info = self._buffers
         self.session = session
         self.server.clients[session.id] = session
@@ -72,6 +80,8 @@ class ClientProtocol(asyncio.Protocol):
                     self._run_queue()  # requests left waiting while the client caught up
 
     def data_received(self, data: bytes) -> None:
+        if self.session is None:
+            return  # refused at connection (maxclients): closing, nothing is served
         self.server.stats.total_net_input_bytes += len(data)
         try:
             self.parser.feed(data, self.queue)
@@ -110,6 +120,7 @@ class ClientProtocol(asyncio.Protocol):
                     # A blocking command (WAIT, BLPOP ...): later requests wait for its reply.
                     del queue[:done]
                     self.blocked = reply
+                    session.blocked = True
                     # Reading goes on (requests queue up) so that a client that disconnects
                     # while blocked is noticed and its blocking command cancelled.
                     reply.add_done_callback(self._unblock)
@@ -163,6 +174,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def _unblock(self, fut: asyncio.Future[Reply]) -> None:
         self.blocked = None
+        if self.session is not None:
+            self.session.blocked = False
         transport = self.transport
         if transport is None or transport.is_closing() or self.session is None:
             return
