@@ -3,12 +3,13 @@ FLUSHALL, FLUSHDB, TIME, DEBUG.
 
 COMMAND's replies are generated from the command table, so what it reports is what dispatch
 does. CONFIG serves the parameters of ``PARAMS`` only; see there for what each one changes.
-FLUSHALL and FLUSHDB are observed-removes of every live key, replicated like DEL: a write a
-peer made concurrently, unseen here, survives them (DESIGN.md).
+FLUSHALL and FLUSHDB are observed-removes of every live key, replicated like DEL, in slices: a
+write a peer made concurrently, unseen here, survives them (DESIGN.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
@@ -38,6 +39,7 @@ from gossipkv.commands.table import TABLE, Command, command, container
 from gossipkv.crdt.numeric import parse_int
 from gossipkv.store import digest
 from gossipkv.store.glob import stringmatch
+from gossipkv.store.keyspace import Keyspace
 
 log = logging.getLogger("gossipkv.server")
 
@@ -853,14 +855,50 @@ def dbsize(s: Session, argv: list[bytes]) -> Reply:
     return len(s.server.keyspace)
 
 
+FLUSH_SLICE: Final = 1024  # keys FLUSHALL removes per event-loop turn
+
+
 def flush(s: Session, argv: list[bytes]) -> Reply:
-    """Observed-remove of every live key; SYNC and ASYNC are the same here."""
+    """Observed-remove of every key live when it starts; SYNC and ASYNC are the same here.
+
+    A removal is a replicated write of a few microseconds, so a large keyspace is removed a
+    slice per event-loop turn: other clients, replication and gossip go on meanwhile (a node
+    stalled for seconds would be suspected by its peers), and the client gets its OK once the
+    last slice is done, as a blocking command gets its reply.
+    """
     if len(argv) > 2 or (len(argv) == 2 and argv[1].lower() not in (b"sync", b"async")):
         raise ErrorReply(errors.SYNTAX)
     ks = s.server.keyspace
-    for key, entry in list(ks.live.items()):
-        ks.remove(key, entry)
+    keys = list(ks.live)
+    if len(keys) > FLUSH_SLICE:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to slice on (the keyspace used in-process)
+            pass
+        else:
+            done: asyncio.Future[Reply] = loop.create_future()
+            _flush_slice(ks, keys, 0, done)
+            return done
+    _remove_keys(ks, keys, 0, len(keys))
     return OK
+
+
+def _flush_slice(ks: Keyspace, keys: list[bytes], start: int, done: asyncio.Future[Reply]) -> None:
+    end = min(start + FLUSH_SLICE, len(keys))
+    _remove_keys(ks, keys, start, end)
+    if end < len(keys):
+        asyncio.get_running_loop().call_soon(_flush_slice, ks, keys, end, done)
+    elif not done.done():  # a client that left meanwhile: the flush completes all the same
+        done.set_result(OK)
+
+
+def _remove_keys(ks: Keyspace, keys: list[bytes], start: int, end: int) -> None:
+    live = ks.live
+    for i in range(start, end):
+        key = keys[i]
+        e = live.get(key)
+        if e is not None:  # None: removed or reaped since the flush began
+            ks.remove(key, e)
 
 
 command(

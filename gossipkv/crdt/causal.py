@@ -93,13 +93,16 @@ def combine(kind: int, elements: int, ctx: int = 0) -> int:
 class DotContext:
     """The dots a replica (or a delta) has seen."""
 
-    __slots__ = ("_h", "cloud", "vv")
+    __slots__ = ("_h", "_hv", "cloud", "vv")
 
     def __init__(self, vv: dict[str, int] | None = None, cloud: set[Dot] | None = None) -> None:
         self.vv: dict[str, int] = vv if vv is not None else {}
         self.cloud: set[Dot] = cloud if cloud is not None else set()
         # XOR of the cloud's dot hashes once first asked for, then kept up to date.
         self._h: int | None = None
+        # The vector's hash once asked for, until the vector changes (digest runs on every
+        # collection write; the vector changes only when a join or a collection raises it).
+        self._hv: int | None = None
 
     def contains(self, dot: Dot) -> bool:
         return dot[0] <= self.vv.get(dot[1], -1) or dot in self.cloud
@@ -121,6 +124,7 @@ class DotContext:
                 if ts > vv.get(node, -1):
                     vv[node] = ts
                     raised = True
+                    self._hv = None
         ocloud = other.cloud
         if ocloud:
             cloud = self.cloud
@@ -162,6 +166,7 @@ class DotContext:
         for node, ts in top.items():
             if ts > vv.get(node, -1):
                 vv[node] = ts
+                self._hv = None
         return self.compact()
 
     def stabilize(self, node: str, ts: int) -> int:
@@ -171,6 +176,7 @@ class DotContext:
     def copy(self) -> DotContext:
         c = DotContext(dict(self.vv), set(self.cloud))
         c._h = self._h
+        c._hv = self._hv
         return c
 
     def max_ts(self) -> int:
@@ -188,9 +194,13 @@ class DotContext:
             h = self._h = dots_hash(self.cloud, _SEED_CLOUD)
         if not self.vv:
             return h
-        for node, ts in self.vv.items():
-            h ^= hash_bytes(dot_bytes(ts, node), _SEED_VV)
-        return h
+        hv = self._hv
+        if hv is None:
+            hv = 0
+            for node, ts in self.vv.items():
+                hv ^= hash_bytes(dot_bytes(ts, node), _SEED_VV)
+            self._hv = hv
+        return h ^ hv
 
     def stable_in(self, stable: Mapping[str, int]) -> bool:
         """Every dot named here is covered by ``stable``."""
