@@ -407,14 +407,20 @@ def test_state_digest_sees_every_part_and_survives_the_wire() -> None:
 
 def test_a_tombstone_whose_forgetting_would_show_otherwise_is_not_stable() -> None:
     everyone = dict.fromkeys(NODES, 100)
-    # A counter's floor judges the node's running total, which goes on from it.
+    # A counter's floor judges increments still in flight: an undated reset is never forgotten,
+    # a dated one once the causal frontier has passed it.
     incr = E.increment(1, "a", 5, None)
-    gone = Entry(counter=incr.counter).removal()
-    t = _entry_join([incr, gone])
-    assert t is not None and not t.is_stable(everyone)
-    later = E.increment(200, "a", 1, t)  # total 6: on the tombstone it reads 1
+    undated = _entry_join([incr, Entry(counter=incr.counter).removal()])
+    assert undated is not None and not undated.is_stable(everyone, everyone)
+    t = _entry_join([incr, Entry(counter=incr.counter).removal((20, "b"))])
+    assert t is not None and not t.alive()
+    assert not t.is_stable(everyone)  # no causal frontier known
+    assert not t.is_stable(everyone, {"a": 100, "b": 19, "c": 100})
+    assert t.is_stable(everyone, everyone)
+    later = E.increment(200, "a", 1, t)  # a new running total, which the floor does not judge
+    assert later.read() == b"1"
     t.merge(later)
-    assert t.read() == b"1" and later.read() == b"6"
+    assert t.read() == b"1" and not t.counter.floor  # type: ignore[union-attr]
     # An EXPIRE that overtook the SET it applies to.
     exp = E.expire(5, "b", 10_000)
     assert not exp.alive() and not exp.is_stable(everyone)
