@@ -53,8 +53,8 @@ def _hash_op(s: Any, now: Now, node: str, op: int, arg: int) -> Any:
     if op == 2:
         return s.increment(now(), node, name, arg - 3)
     if op == 3:
-        return s.remove([name, NAMES[(arg + 2) % 4]])
-    return s.removal()
+        return s.remove([name, NAMES[(arg + 2) % 4]], (now(), node))
+    return s.removal((now(), node))
 
 
 def _zset_op(s: Any, now: Now, node: str, op: int, arg: int) -> Any:
@@ -255,11 +255,25 @@ def test_a_fully_stable_collection_keeps_no_cloud(
     counted = name == "hash" and any(
         not isinstance(fs, tuple) and fs.counter is not None for fs in x.fields.values()
     )
-    assert x.stable_in(stable) == (not counted)  # a counter's floor is never forgotten
+    assert x.stable_in(stable) == (not counted)  # no causal frontier known: floors stay
     for w in writes:  # nothing seen by every replica changes it any more
         before = x.digest()
         x.merge(wire(w.delta))
         assert x.digest() == before
+    if name == "hash":
+        # Every write everywhere, and every write made before merging it: the causal frontier
+        # is past everything. Counters whose every node's total is reset go; a field left with
+        # nothing goes; what is kept still judges a pending increment.
+        before_read = sorted(x.items())
+        x.collect(stable, stable)
+        assert sorted(x.items()) == before_read
+        assert x.digest() == wire(x).digest()
+        kept = [fs.counter for fs in x.fields.values() if not isinstance(fs, tuple) and fs.counter]
+        for c in kept:
+            assert c.totals and all(
+                a in c.totals and c.totals[a][0] > f[0] for a, f in c.floor.items()
+            )
+        assert x.stable_in(stable, stable) == (not kept)
 
 
 def test_collect_drops_stable_removed_dots_only() -> None:

@@ -12,10 +12,10 @@ increment. An actor goes on from its total only while no floor it holds covers i
 total ts); once one does, its next increment starts a new total from zero (born = its stamp).
 A new incarnation's born exceeds every stamp of the older ones (its actor had seen them), so
 an older total always loses the merge, and a floor older than born judges nothing of it: such a
-floor is dropped on merge (``_prune``), which keeps the join a join, since a newer total of an
+floor is dropped on merge (normal form), which keeps the join a join, since a newer total of an
 actor never has a smaller born. This is what lets a fully reset counter be forgotten
-(``collect``): an increment after the forgetting starts afresh, instead of going on from a
-running total that some replica's old floor would then swallow (1 - 5 = -4).
+(``settled``, ``forget``): an increment after the forgetting starts afresh, instead of going on
+from a running total that some replica's old floor would then swallow (1 - 5 = -4).
 
 When an actor's entries may go: its total is covered by its floor, every stamp of both is
 stable, and the causal frontier has passed the reset the floor records (``cstable[r] >= R``:

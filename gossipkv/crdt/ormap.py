@@ -110,7 +110,7 @@ class ORMap:
     """field -> FieldState, the causal context of the whole hash, and a delta's scope."""
 
     KIND: ClassVar[str] = "hash"
-    __slots__ = ("_h", "ctx", "fields", "scope")
+    __slots__ = ("_counted", "_h", "ctx", "fields", "scope")
 
     def __init__(
         self,
@@ -123,6 +123,9 @@ class ORMap:
         self.scope = scope
         # XOR of the fields' hashes, once first asked for; then kept up to date by merge.
         self._h: int | None = None
+        # Some field may hold a counter: set by merge, cleared by a collect that found none, so
+        # that a hash that never counted is not scanned for settled counters every pass.
+        self._counted = True
 
     # -- the join -------------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class ORMap:
                 fields[name] = Field(list(fs.regs), c.copy() if c is not None else None)
         out = ORMap(fields, self.ctx.copy(), self.scope)
         out._h = self._h
+        out._counted = self._counted
         return out
 
     def settle(self) -> None:
@@ -163,6 +167,8 @@ class ORMap:
                 else:
                     kept = [r for r in ofs.regs if not ctx.contains((r[0], r[1]))]
                     oc = ofs.counter
+                    if oc is not None:
+                        self._counted = True
                     packed = _pack(kept, oc.copy() if oc is not None else None)
             elif type(fs) is tuple and type(ofs) is tuple:
                 # The common overwrite: one write each side (a dot names one write, so
@@ -174,6 +180,8 @@ class ORMap:
                 else:
                     packed = ofs if okeep else fs if keep else None
             else:
+                if _counter(ofs) is not None:
+                    self._counted = True
                 was_dead = not isinstance(fs, tuple) and _read(fs) is None
                 packed = _join_field(fs, ctx, ofs, octx)
                 if was_dead:  # a field that comes back goes last, as Redis appends it
@@ -380,24 +388,29 @@ class ORMap:
     def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC: the context's stable removed dots fold into its vector, and
         the fields' counters drop the actors the causal frontier has settled (Counter.settled;
-        None holds them); a field left with neither writes nor counter goes. Only a hash of at
-        most _SCAN_MAX fields is scanned for counters: a scan is O(fields) in one event-loop
-        turn, once per pass."""
+        None holds them); a field left with neither writes nor counter goes. Only a hash that
+        may hold a counter and has at most _SCAN_MAX fields is scanned: a scan is O(fields) in
+        one event-loop turn, once per pass."""
         n = self.ctx.collect(stable)
         fields = self.fields
-        if cstable is None or len(fields) > _SCAN_MAX:
+        if cstable is None or not self._counted or len(fields) > _SCAN_MAX:
             return n
-        h = self._h
-        for name, fs in list(fields.items()):
+        todo: list[tuple[bytes, Field, Counter, list[str]]] = []
+        counted = False
+        for name, fs in fields.items():
             if type(fs) is tuple:
                 continue
             f: Field = fs  # type: ignore[assignment]
             c = f.counter
             if c is None:
                 continue
+            counted = True
             gone = c.settled(stable, cstable)
-            if not gone:
-                continue
+            if gone:
+                todo.append((name, f, c, gone))
+        self._counted = counted
+        h = self._h
+        for name, f, c, gone in todo:
             if h is not None:
                 h ^= _field_hash(name, f)
             c.forget(gone)

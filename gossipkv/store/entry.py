@@ -255,7 +255,7 @@ class Entry:
         nothing more, but it dates the removal, so that ``is_stable`` holds the tombstone until
         the removal itself has reached every member (an unstamped removal is as old as the
         newest write it saw). It always dates a list's removed elements (RGA.collect) and the
-        counters' floors (Counter.collect waits for the causal frontier to pass it).
+        counters' floors (Counter.settled waits for the causal frontier to pass it).
         """
         ctx: causal.Context = {}
         if stamp is not None and date_key:
