@@ -29,7 +29,7 @@ from gossipkv.crdt.ormap import ORMap
 from gossipkv.store import entry as E
 from gossipkv.store.entry import Entry
 from gossipkv.store.keyspace import Keyspace
-from tests.test_merkle import FakeTime
+from tests.test_merkle import FakeTime, check_tree
 
 NAMES = ("a", "b", "c")
 EVERYTHING = 2**62
@@ -371,9 +371,11 @@ def node(name: str, time: FakeTime) -> tuple[Keyspace, Session]:
 
 
 def sweep(ks: Keyspace, stable: dict[str, int], cstable: dict[str, int] | None) -> None:
+    """One full collection pass; the tree and hashes stay those the states give."""
     passes = ks.gc.passes
     while ks.gc.passes == passes:
         ks.collect(stable, 1000, cstable)
+    check_tree(ks)
 
 
 def test_rate_limiter_keys_leave_no_tombstones() -> None:
