@@ -53,8 +53,8 @@ def _hash_op(s: Any, now: Now, node: str, op: int, arg: int) -> Any:
     if op == 2:
         return s.increment(now(), node, name, arg - 3)
     if op == 3:
-        return s.remove([name, NAMES[(arg + 2) % 4]])
-    return s.removal()
+        return s.remove([name, NAMES[(arg + 2) % 4]], (now(), node))
+    return s.removal((now(), node))
 
 
 def _zset_op(s: Any, now: Now, node: str, op: int, arg: int) -> Any:
@@ -255,11 +255,25 @@ def test_a_fully_stable_collection_keeps_no_cloud(
     counted = name == "hash" and any(
         not isinstance(fs, tuple) and fs.counter is not None for fs in x.fields.values()
     )
-    assert x.stable_in(stable) == (not counted)  # a counter's floor is never forgotten
+    assert x.stable_in(stable) == (not counted)  # no causal frontier known: floors stay
     for w in writes:  # nothing seen by every replica changes it any more
         before = x.digest()
         x.merge(wire(w.delta))
         assert x.digest() == before
+    if name == "hash":
+        # Every write everywhere, and every write made before merging it: the causal frontier
+        # is past everything. Counters whose every node's total is reset go; a field left with
+        # nothing goes; what is kept still judges a pending increment.
+        before_read = sorted(x.items())
+        x.collect(stable, stable)
+        assert sorted(x.items()) == before_read
+        assert x.digest() == wire(x).digest()
+        kept = [fs.counter for fs in x.fields.values() if not isinstance(fs, tuple) and fs.counter]
+        for c in kept:
+            assert c.totals and all(
+                a in c.totals and c.totals[a][0] > f[0] for a, f in c.floor.items()
+            )
+        assert x.stable_in(stable, stable) == (not kept)
 
 
 def test_collect_drops_stable_removed_dots_only() -> None:
@@ -407,14 +421,20 @@ def test_state_digest_sees_every_part_and_survives_the_wire() -> None:
 
 def test_a_tombstone_whose_forgetting_would_show_otherwise_is_not_stable() -> None:
     everyone = dict.fromkeys(NODES, 100)
-    # A counter's floor judges the node's running total, which goes on from it.
+    # A counter's floor judges increments still in flight: an undated reset is never forgotten,
+    # a dated one once the causal frontier has passed it.
     incr = E.increment(1, "a", 5, None)
-    gone = Entry(counter=incr.counter).removal()
-    t = _entry_join([incr, gone])
-    assert t is not None and not t.is_stable(everyone)
-    later = E.increment(200, "a", 1, t)  # total 6: on the tombstone it reads 1
+    undated = _entry_join([incr, Entry(counter=incr.counter).removal()])
+    assert undated is not None and not undated.is_stable(everyone, everyone)
+    t = _entry_join([incr, Entry(counter=incr.counter).removal((20, "b"))])
+    assert t is not None and not t.alive()
+    assert not t.is_stable(everyone)  # no causal frontier known
+    assert not t.is_stable(everyone, {"a": 100, "b": 19, "c": 100})
+    assert t.is_stable(everyone, everyone)
+    later = E.increment(200, "a", 1, t)  # a new running total, which the floor does not judge
+    assert later.read() == b"1"
     t.merge(later)
-    assert t.read() == b"1" and later.read() == b"6"
+    assert t.read() == b"1" and not t.counter.floor  # type: ignore[union-attr]
     # An EXPIRE that overtook the SET it applies to.
     exp = E.expire(5, "b", 10_000)
     assert not exp.alive() and not exp.is_stable(everyone)

@@ -66,10 +66,20 @@ def deadline_at(ts: int, node: str) -> int:
     return 0 if ts % 4 == 0 else EPOCH_MS + ts * 13 + NODES.index(node)
 
 
+def born_at(ts: int) -> int:
+    """A node's running totals start afresh every 4 ticks: one incarnation per block."""
+    return ts - ts % 4
+
+
 versions = st.dictionaries(nodes, timestamps, max_size=3).map(
-    lambda d: {n: (ts, total_at(ts, n)) for n, ts in d.items()}
+    lambda d: {n: (ts, total_at(ts, n), born_at(ts)) for n, ts in d.items()}
 )
-counters = st.builds(Counter, versions, versions)
+# A floor observed a total; the reset that recorded it is dated (R, r), or undated (old form).
+floors = st.dictionaries(
+    nodes, st.tuples(timestamps, st.integers(1, 80), st.sampled_from((*NODES, ""))), max_size=3
+).map(lambda d: {n: (ts, total_at(ts, n), rts if r else 0, r) for n, (ts, rts, r) in d.items()})
+# In normal form, as states are: no floor of an incarnation older than its node's total.
+counters = st.builds(lambda t, f: Counter.decode(Counter(t, f).encode()), versions, floors)
 contexts = st.dictionaries(nodes, timestamps, max_size=3)
 
 
@@ -212,13 +222,11 @@ def test_concurrent_increments_all_count(incs: list[tuple[str, int]], rnd: rando
 @given(counters, nodes, st.integers(-50, 50))
 def test_reset_drops_exactly_the_observed_increments(c: Counter, node: str, by: int) -> None:
     """A reset zeroes what it saw; an increment it did not see lands on top of it."""
-    reset = c.reset()
+    later = max([0, *(v[0] for v in c.totals.values()), *(v[0] for v in c.floor.values())]) + 1
+    reset = c.reset((later, "r"))
     assert joined_counter(c, reset).pending() is None
-    # The incrementing node continues its own running total, the newest version it holds.
-    own = [v for v in (c.totals.get(node), c.floor.get(node)) if v is not None]
-    ts, total = max(own, key=lambda v: v[0]) if own else (0, 0)
-    later = max([ts, *(v[0] for v in c.totals.values()), *(v[0] for v in c.floor.values())]) + 1
-    unseen = Counter({node: (later, total + by)})  # concurrent with the reset
+    # The incrementing node goes on from its own state, which has not seen the reset.
+    unseen = c.increment(node, later + 1, by)  # concurrent with the reset
     assert joined_counter(c, reset, unseen).pending() == by
     assert joined_counter(unseen, reset, c).pending() == by
 
@@ -240,7 +248,7 @@ def test_entry_merge_laws(a: Entry, b: Entry, c: Entry) -> None:
 def test_merge_never_shares_mutable_parts(a: Entry, b: Entry) -> None:
     before = b.encode()
     m = merged(a, b)
-    m.merge(Entry(counter=Counter({"z": (99, 1)}), ctx={"z": 99}))
+    m.merge(Entry(counter=Counter({"z": (99, 1, 99)}), ctx={"z": 99}))
     assert b.encode() == before
 
 

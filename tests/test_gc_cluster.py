@@ -279,3 +279,54 @@ def test_list_tombstones_wait_for_every_member(tmp_path: Path) -> None:
         wait_converged(nodes)
     finally:
         stop_all(nodes)
+
+
+def test_counter_keys_deleted_or_expired_leave_no_tombstones(tmp_path: Path) -> None:
+    """INCR on every node at once, then DEL or expiry (the rate-limiter pattern): every key's
+    tombstone, counters included, is collected on every node, and a key used again counts
+    from zero everywhere."""
+    nodes = start_cluster(tmp_path, 3, admin=True)
+    try:
+        keys = [f"ctr{i}" for i in range(60)]
+        before = {n.name: gc_info(n)["tombstones_collected"] for n in nodes}
+
+        def count(node: ClusterNode, seed: int) -> None:
+            with node.client() as c:
+                for k in keys:
+                    c.incrby(k, seed + 1)
+                assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+
+        write_concurrently(nodes, count)
+        wait_converged(nodes)
+        for n in nodes:
+            with n.client() as c:
+                assert c.mget(keys) == [b"6"] * len(keys)
+        a, b, _ = nodes
+        with a.client() as c:
+            assert c.delete(*keys[::2]) == len(keys) // 2
+            assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        with b.client() as c:
+            for k in keys[1::2]:
+                c.pexpire(k, 100)
+            assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        wait_for(
+            lambda: all(
+                tombstones(n) == 0
+                and gc_info(n)["tombstones_collected"] - before[n.name] >= len(keys)
+                for n in nodes
+            ),
+            30, "every counter key's tombstone to be collected",
+        )
+        for n in nodes:
+            with n.client() as c:
+                assert c.dbsize() == 0
+        with nodes[2].client() as c:
+            assert c.incr(keys[0]) == 1
+            assert c.incrby(keys[1], 5) == 5
+            assert c.execute_command("WAIT", 2, 10000) == 2  # type: ignore[no-untyped-call]
+        wait_converged(nodes)
+        for n in nodes:
+            with n.client() as c:
+                assert c.mget(keys[:2]) == [b"1", b"5"]
+    finally:
+        stop_all(nodes)

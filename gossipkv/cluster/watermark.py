@@ -23,7 +23,8 @@ knows which sequence numbers its writes got:
   so nothing it wrote is ever collected.
 
 The causal frontier (``cstable``) is what a list tombstone waits for: an insert naming a removed
-element may have been made by a node before it merged the removal, and may arrive after it.
+element may have been made by a node before it merged the removal, and may arrive after it. A
+counter's floor waits for it too, for an increment made before its maker merged the reset.
 Each sample also records, per origin n, the sequence of n's stream (its current run) this node
 has merged contiguously (a snapshot covers the sequence it covers). ``merged[n]``, this node's
 D[n], is that cursor in the newest sample whose own sequence every counted member has

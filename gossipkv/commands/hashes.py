@@ -119,7 +119,8 @@ def hdel(s: Session, argv: list[bytes]) -> Reply:
         return 0
     present = [name for name in dict.fromkeys(argv[2:]) if m.get(name) is not None]
     if present:
-        write_coll(s, argv[1], m.remove(present))
+        ks = s.server.keyspace
+        write_coll(s, argv[1], m.remove(present, (ks.clock.now(), ks.node)))
     return len(present)
 
 
@@ -142,8 +143,7 @@ def hincrby(s: Session, argv: list[bytes]) -> Reply:
     if total > INT64_MAX or total < INT64_MIN:
         raise ErrorReply(errors.OVERFLOW)
     ks = s.server.keyspace
-    base = _counting_state(s, key, m)
-    write_coll(s, key, base.increment(ks.clock.now(), ks.actor, name, by), creating)
+    write_coll(s, key, m.increment(ks.clock.now(), ks.actor, name, by), creating)
     return total
 
 
@@ -174,18 +174,8 @@ def hincrbyfloat(s: Session, argv: list[bytes]) -> Reply:
     # Redis stores the printed result: add exactly what makes the field read those digits.
     step = subtract(Decimal(reply.decode()), exact)
     ks = s.server.keyspace
-    base = _counting_state(s, key, m)
-    write_coll(s, key, base.increment(ks.clock.now(), ks.actor, name, step), creating)
+    write_coll(s, key, m.increment(ks.clock.now(), ks.actor, name, step), creating)
     return reply
-
-
-def _counting_state(s: Session, key: bytes, m: ORMap) -> ORMap:
-    """A deleted hash's counters go on from the totals its removal floored (see strings)."""
-    if m is not _EMPTY:
-        return m
-    gone = s.server.keyspace.tombstones.get(key)
-    old = gone.coll_of(ORMap.KIND) if gone is not None else None
-    return old if isinstance(old, ORMap) else m
 
 
 # -- reads -----------------------------------------------------------------------------------------

@@ -446,7 +446,7 @@ def _incr_by(ks: Keyspace, key: bytes, by: int) -> int:
     e = ks.lookup(key)
     if e is None:
         current = 0
-        state = ks.tombstones.get(key)  # a deleted key's counter goes on from its floor
+        state = None  # a removed key's counter is covered: the node's total starts afresh
     else:
         parsed = _int64(e)
         if parsed is None:
@@ -533,6 +533,5 @@ def incrbyfloat(s: Session, argv: list[bytes]) -> Reply:
     if not isinstance(total, Fraction):
         raise ErrorReply(errors.NAN_OR_INF)
     reply = format_long_double(total)
-    state = e if e is not None else ks.tombstones.get(key)
-    ks.write(key, increment_to(ks.clock.now(), ks.actor, Decimal(reply.decode()), state))
+    ks.write(key, increment_to(ks.clock.now(), ks.actor, Decimal(reply.decode()), e))
     return reply

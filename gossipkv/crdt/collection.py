@@ -53,9 +53,12 @@ class Collection(Protocol):
         the same vectors keep equal digests. ``cstable`` is the causal frontier (see
         cluster/watermark.py), which only a list's tombstones need; None: unknown."""
 
-    def stable_in(self, stable: Mapping[str, int]) -> bool:
-        """Every stamp in this state is covered by ``stable`` (a removed key holding it may
-        be forgotten)."""
+    def stable_in(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
+        """Every stamp in this state is covered by ``stable`` and nothing in it still judges
+        a write in flight (a removed key holding it may be forgotten). ``cstable`` is the causal
+        frontier, which a hash's counters need; None: unknown."""
 
     def value_digest(self) -> bytes:
         """20 bytes, Redis's DEBUG DIGEST-VALUE of the visible value (debug.c

@@ -10,7 +10,9 @@ One causal context per hash records every dot it has seen, so removed writes lea
 HINCRBY/HINCRBYFLOAT move a per-field counter (crdt/counter.py): concurrent increments all
 count; HSET and HDEL reset only the increments they observed, so an increment concurrent with
 them lands on top. A counter's floor must outlive the field to judge an increment still in
-flight, so a field that ever counted keeps its counter after HDEL (until the key itself goes).
+flight, so a field that ever counted keeps its counter after HDEL until ``collect`` finds its
+actors settled (the causal frontier has passed the resets that covered them); a field left with
+neither writes nor counter then goes.
 
 A delta names the fields it touches (``scope``): its context covers dots of those fields only,
 so merging it visits those fields instead of the whole hash. ``scope`` None (states) means any
@@ -46,6 +48,8 @@ Reg = tuple[int, str, bytes]
 _TYPE_HASH: Final = (4).to_bytes(4, "big")  # Redis's OBJ_HASH, as debug.c mixes it in
 _KIND_SEED: Final = 4
 _QI: Final = struct.Struct(">QI").pack
+# A hash with more fields is not scanned for collectable counters (see ORMap.collect).
+_SCAN_MAX: Final = 16384
 
 
 class Field:
@@ -106,7 +110,7 @@ class ORMap:
     """field -> FieldState, the causal context of the whole hash, and a delta's scope."""
 
     KIND: ClassVar[str] = "hash"
-    __slots__ = ("_h", "ctx", "fields", "scope")
+    __slots__ = ("_counted", "_h", "ctx", "fields", "scope")
 
     def __init__(
         self,
@@ -119,6 +123,9 @@ class ORMap:
         self.scope = scope
         # XOR of the fields' hashes, once first asked for; then kept up to date by merge.
         self._h: int | None = None
+        # Some field may hold a counter: set by merge, cleared by a collect that found none, so
+        # that a hash that never counted is not scanned for settled counters every pass.
+        self._counted = True
 
     # -- the join -------------------------------------------------------------------------------
 
@@ -132,6 +139,7 @@ class ORMap:
                 fields[name] = Field(list(fs.regs), c.copy() if c is not None else None)
         out = ORMap(fields, self.ctx.copy(), self.scope)
         out._h = self._h
+        out._counted = self._counted
         return out
 
     def settle(self) -> None:
@@ -159,6 +167,8 @@ class ORMap:
                 else:
                     kept = [r for r in ofs.regs if not ctx.contains((r[0], r[1]))]
                     oc = ofs.counter
+                    if oc is not None:
+                        self._counted = True
                     packed = _pack(kept, oc.copy() if oc is not None else None)
             elif type(fs) is tuple and type(ofs) is tuple:
                 # The common overwrite: one write each side (a dot names one write, so
@@ -170,6 +180,8 @@ class ORMap:
                 else:
                     packed = ofs if okeep else fs if keep else None
             else:
+                if _counter(ofs) is not None:
+                    self._counted = True
                 was_dead = not isinstance(fs, tuple) and _read(fs) is None
                 packed = _join_field(fs, ctx, ofs, octx)
                 if was_dead:  # a field that comes back goes last, as Redis appends it
@@ -269,11 +281,12 @@ class ORMap:
                 for r in fs.regs:  # type: ignore[union-attr]
                     cloud.add((r[0], r[1]))
                 c = fs.counter  # type: ignore[union-attr]
-                dfields[name] = reg if c is None else Field([reg], c.reset())
+                dfields[name] = reg if c is None else Field([reg], c.reset((reg[0], node)))
         return ORMap(dfields, DotContext(None, cloud), frozenset(values))
 
-    def remove(self, names: Iterable[bytes]) -> ORMap:
-        """HDEL: observe the fields' writes and reset their increments."""
+    def remove(self, names: Iterable[bytes], stamp: tuple[int, str] | None = None) -> ORMap:
+        """HDEL: observe the fields' writes and reset their increments; ``stamp``, a fresh
+        (HLC, node) of the remover, dates the resets (an undated one is never collected)."""
         delta = ORMap()
         dctx = delta.ctx
         seen: list[bytes] = []
@@ -286,7 +299,7 @@ class ORMap:
                 dctx.add((r[0], r[1]))
             c = _counter(fs)
             if c is not None:
-                delta.fields[name] = Field([], c.reset())
+                delta.fields[name] = Field([], c.reset(stamp))
         delta.scope = frozenset(seen)
         return delta
 
@@ -296,9 +309,9 @@ class ORMap:
         fs = self.fields.get(name)
         c = _counter(fs) if fs is not None else None
         counter = (c if c is not None else Counter()).increment(node, ts, by)
-        total = counter.totals[node][1]
-        if type(total) is not int:
-            counter.totals[node] = (ts, normalize(total))
+        t = counter.totals[node]
+        if type(t[1]) is not int:
+            counter.totals[node] = (ts, normalize(t[1]), t[2])
         return ORMap({name: Field([], counter)}, scope=frozenset((name,)))
 
     def removal(self, stamp: tuple[int, str] | None = None) -> ORMap:
@@ -309,12 +322,14 @@ class ORMap:
                 delta.ctx.add((r[0], r[1]))
             c = _counter(fs)
             if c is not None:
-                delta.fields[name] = Field([], c.reset())
+                delta.fields[name] = Field([], c.reset(stamp))
         return delta
 
     def max_ts(self) -> int:
         """The context holds the dots of removed writes, the fields those of live ones, so
-        this only grows with merges. O(fields): the keyspace asks it of deltas."""
+        merges only raise this (collecting a settled counter may lower it; a key in a type
+        clash, whose rule compares it, keeps its counters). O(fields): the keyspace asks it of
+        deltas."""
         m = self.ctx.max_ts()
         for fs in self.fields.values():
             if isinstance(fs, tuple):
@@ -325,9 +340,9 @@ class ORMap:
                 if r[0] > m:
                     m = r[0]
             if fs.counter is not None:
-                for ts, _ in fs.counter.totals.values():
-                    if ts > m:
-                        m = ts
+                for t in fs.counter.totals.values():
+                    if t[0] > m:
+                        m = t[0]
         return m
 
     # -- wire form and digests -----------------------------------------------------------
@@ -371,16 +386,53 @@ class ORMap:
         return combine(_KIND_SEED, h, self.ctx.digest())
 
     def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
-        """Causal-stability GC: the context's stable removed dots fold into its vector.
-        A field's counter stays: its floor must go on judging the node's running total."""
-        return self.ctx.collect(stable)
+        """Causal-stability GC: the context's stable removed dots fold into its vector, and
+        the fields' counters drop the actors the causal frontier has settled (Counter.settled;
+        None holds them); a field left with neither writes nor counter goes. Only a hash that
+        may hold a counter and has at most _SCAN_MAX fields is scanned: a scan is O(fields) in
+        one event-loop turn, once per pass."""
+        n = self.ctx.collect(stable)
+        fields = self.fields
+        if cstable is None or not self._counted or len(fields) > _SCAN_MAX:
+            return n
+        todo: list[tuple[bytes, Field, Counter, list[str]]] = []
+        counted = False
+        for name, fs in fields.items():
+            if type(fs) is tuple:
+                continue
+            f: Field = fs  # type: ignore[assignment]
+            c = f.counter
+            if c is None:
+                continue
+            counted = True
+            gone = c.settled(stable, cstable)
+            if gone:
+                todo.append((name, f, c, gone))
+        self._counted = counted
+        h = self._h
+        for name, f, c, gone in todo:
+            if h is not None:
+                h ^= _field_hash(name, f)
+            c.forget(gone)
+            n += len(gone)
+            packed = _pack(f.regs, None if c.empty() else c)
+            if packed is None:
+                del fields[name]
+            else:
+                fields[name] = packed
+                if h is not None:
+                    h ^= _field_hash(name, packed)
+        self._h = h
+        return n
 
-    def stable_in(self, stable: Mapping[str, int]) -> bool:
-        """Every stamp here is covered by ``stable`` and no field has a counter (a counter's
-        floor judges its nodes' running totals for good, so a hash that ever counted is never
-        forgotten)."""
+    def stable_in(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
+        """Every stamp here is covered by ``stable``, and every field's counter is wholly
+        settled (Counter.forgettable; never without ``cstable``)."""
         for fs in self.fields.values():
-            if _counter(fs) is not None:
+            c = _counter(fs)
+            if c is not None and (cstable is None or not c.forgettable(stable, cstable)):
                 return False
             for r in _regs(fs):
                 if r[0] > stable.get(r[1], -1):

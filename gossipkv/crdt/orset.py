@@ -311,7 +311,9 @@ class ORSet:
         """Causal-stability GC: the context's stable removed dots fold into its vector."""
         return self.ctx.collect(stable)
 
-    def stable_in(self, stable: Mapping[str, int]) -> bool:
+    def stable_in(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
         """Every dot here (members' and context's) is covered by ``stable``."""
         for d in self.members.values():
             for ts, node in _dots(d):

@@ -663,7 +663,9 @@ class RGA:
         self._h = h
         return len(done)
 
-    def stable_in(self, stable: Mapping[str, int]) -> bool:
+    def stable_in(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
         """Every id and stamp here is covered by ``stable``, and nothing is removed: a list
         key's tombstone is forgotten once ``collect`` has dropped every removed element."""
         for i, e in self.elements.items():

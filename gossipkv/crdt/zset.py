@@ -403,7 +403,9 @@ class ZSet:
             return 0
         return self.ctx.collect(stable)
 
-    def stable_in(self, stable: Mapping[str, int]) -> bool:
+    def stable_in(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
         """Every record's dot and every context dot is covered by ``stable``."""
         for stored in self.members.values():
             for r in _unpack(stored):

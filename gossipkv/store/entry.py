@@ -162,9 +162,9 @@ class Entry:
         m = self.ts
         c = self.counter
         if c is not None:
-            for ts, _ in c.totals.values():
-                if ts > m:
-                    m = ts
+            for t in c.totals.values():
+                if t[0] > m:
+                    m = t[0]
         return m
 
     def _string_alive(self) -> bool:
@@ -254,7 +254,8 @@ class Entry:
         unless ``date_key`` is false: the remover has seen all its own writes, so it covers
         nothing more, but it dates the removal, so that ``is_stable`` holds the tombstone until
         the removal itself has reached every member (an unstamped removal is as old as the
-        newest write it saw). It always dates a list's removed elements (RGA.collect).
+        newest write it saw). It always dates a list's removed elements (RGA.collect) and the
+        counters' floors (Counter.settled waits for the causal frontier to pass it).
         """
         ctx: causal.Context = {}
         if stamp is not None and date_key:
@@ -263,7 +264,7 @@ class Entry:
             causal.observe(ctx, self.ts, self.node)
         if self.exp is not None:
             causal.observe(ctx, self.exp[0], self.exp[1])
-        counter = self.counter.reset() if self.counter is not None else None
+        counter = self.counter.reset(stamp) if self.counter is not None else None
         parts = [x.removal(stamp) for x in self.colls()]
         coll: Any = None
         if len(parts) == 1:
@@ -283,9 +284,9 @@ class Entry:
         if self.ctx:
             m = max(m, *self.ctx.values())
         if self.counter is not None:
-            for ts, _ in self.counter.totals.values():
-                if ts > m:
-                    m = ts
+            for t in self.counter.totals.values():
+                if t[0] > m:
+                    m = t[0]
         for x in self.colls():
             m = max(m, x.max_ts())
         return m
@@ -378,15 +379,30 @@ class Entry:
         """Causal-stability GC of this key's removal metadata; returns the items dropped.
 
         ``stable[node] = ts``: every write of ``node`` stamped up to ts has reached every
-        replica; ``cstable`` is the causal frontier, for list tombstones (Collection.collect).
-        The collections fold their stable removed dots into their vectors. A
-        key-level context entry ``node -> ts`` with ts stable is dropped: no write it covers
-        can still arrive, and the register and expiry it covered are first made inert (the
-        value dropped, the deadline zeroed, their stamps kept so an old copy never wins).
+        replica; ``cstable`` is the causal frontier, which list tombstones and counters' floors
+        wait for (None holds them). The collections fold their stable removed dots into their
+        vectors. A key-level context entry ``node -> ts`` with ts stable is dropped: no write it
+        covers can still arrive, and the register and expiry it covered are first made inert
+        (the value dropped, the deadline zeroed, their stamps kept so an old copy never wins).
+        The counter drops the actors a reset covered for good (Counter.settled), and goes
+        when none is left. A key holding several parts (a type clash) keeps its counters: the
+        type-clash rule compares their stamps.
         """
         n = 0
+        c = self.counter
+        coll = self.coll
+        clash = coll is not None and (
+            type(coll) is dict or c is not None or self.ts != 0
+        )
         for x in self.colls():
-            n += x.collect(stable, cstable)
+            n += x.collect(stable, None if clash and x.KIND == "hash" else cstable)
+        if c is not None and coll is None and cstable is not None:
+            gone = c.settled(stable, cstable)
+            if gone:
+                c.forget(gone)
+                n += len(gone)
+                if c.empty():
+                    self.counter = None
         ctx = self.ctx
         if ctx:
             for node, ts in list(ctx.items()):
@@ -403,17 +419,23 @@ class Entry:
                 self.ctx = None
         return n
 
-    def is_stable(self, stable: Mapping[str, int]) -> bool:
+    def is_stable(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
         """Every stamp in this entry, its key-level context included, is covered by
         ``stable``, and nothing in it can still change what a later write shows: if the entry
         is also not alive (a tombstone), it may be forgotten.
 
-        ``stable`` must name every node of the cluster. Not forgettable, whatever ``stable``
-        says: a visible deadline (an EXPIRE that
-        overtook the write it applies to), a counter (its floor judges the node's running
-        total, which goes on from there), a list removal not collected yet (RGA.collect).
+        ``stable`` must name every node of the cluster; ``cstable`` is the causal frontier
+        (None: unknown). Not forgettable, whatever ``stable`` says: a visible deadline (an
+        EXPIRE that overtook the write it applies to), a counter with an actor the causal
+        frontier has not settled (Counter.settled: its floor may still judge an increment in
+        flight), a list removal not collected yet (RGA.collect).
         """
-        if self.counter is not None or self.deadline():
+        c = self.counter
+        if c is not None and (cstable is None or not c.forgettable(stable, cstable)):
+            return False
+        if self.deadline():
             return False
         # A removed register still beats a concurrent write stamped below it (LWW): only when
         # every node's future writes are stamped above it may it go.
@@ -427,7 +449,7 @@ class Entry:
             for node, ts in self.ctx.items():
                 if ts > stable.get(node, -1):
                     return False
-        return all(x.stable_in(stable) for x in self.colls())
+        return all(x.stable_in(stable, cstable) for x in self.colls())
 
 
 def _settled(x: Collection) -> Collection:
@@ -453,7 +475,7 @@ def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool =
     d = Entry(ts, node, value)
     if old is not None:
         if old.counter is not None:
-            d.counter = old.counter.reset()
+            d.counter = old.counter.reset((ts, node))
         if deadline is None and not keep_ttl and old.deadline():
             d.exp = (ts, node, 0)
         if old.coll is not None:  # SET replaces a key of any type: observed-remove the old one
@@ -466,14 +488,14 @@ def assign(ts: int, node: str, value: bytes, old: Entry | None, keep_ttl: bool =
 def increment(ts: int, node: str, by: Number, old: Entry | None) -> Entry:
     """INCRBY/INCRBYFLOAT: one node's running total moves by ``by``.
 
-    ``old`` is the key's state, tombstoned or live: after a DEL the node's total must go on
-    from the total the removal floored, or the floor would swallow the new increments.
+    ``old`` is the key's live state or None: a removed key's counter is wholly covered by the
+    removal's floor, so the node's next increment starts a new running total anyway.
     """
     counter = old.counter if old is not None and old.counter is not None else Counter()
     delta = counter.increment(node, ts, by)
-    total = delta.totals[node][1]
-    if type(total) is not int:
-        delta.totals[node] = (ts, normalize(total))
+    t = delta.totals[node]
+    if type(t[1]) is not int:
+        delta.totals[node] = (ts, normalize(t[1]), t[2])
     return Entry(counter=delta)
 
 

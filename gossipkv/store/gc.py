@@ -8,7 +8,8 @@ delta can need that memory any more, so it can go: a stable tombstone is forgott
 (and XORed out of the Merkle tree), and a live entry drops what ``Entry.collect`` finds
 collectable. The cluster computes ``stable`` from what every member has acknowledged, and
 ``cstable`` (the causal frontier, which a list tombstone waits for: an insert naming it may
-have been made before its maker merged the removal) from what every member has merged.
+have been made before its maker merged the removal; and so does a counter's floor, for an
+increment made before its maker merged the reset) from what every member has merged.
 
 The sweep walks the Merkle leaves (the hash-prefix buckets) in order, a slice at a time, so its
 work per call is bounded and no dict is iterated across a yield.
@@ -54,7 +55,7 @@ class Collector:
             work += len(tomb_sets[b])
             for key in list(tomb_sets[b]):
                 e = tombstones[key]
-                if e.is_stable(stable):
+                if e.is_stable(stable, cstable):
                     ks.forget(key)
                     self.tombstones_collected += 1
                 else:
