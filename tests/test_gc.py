@@ -251,3 +251,32 @@ def test_info_gc_section(tmp_path: Path) -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_a_key_level_context_goes_only_once_the_removal_itself_is_stable() -> None:
+    """SET on a, DEL on b: a's SET being stable is not enough to drop the context entry that
+    hides its value. A peer given the collected state instead of the DEL would keep the value
+    under the same stamp, and the two replicas would differ for good."""
+    time = FakeTime()
+    a, sa, wa = keyspace("node-a", time)
+    b, sb, _ = keyspace("node-b", time)
+    sa.execute([b"SET", b"k", b"v"])
+    for key, w in wa:
+        b.merge(key, decode(w))
+    set_ts = a.state_of(b"k").stamps()  # type: ignore[union-attr]
+    time.ms += 5
+    sb.execute([b"DEL", b"k"])
+    tomb = b.state_of(b"k")
+    assert tomb is not None and tomb.ctx is not None and "node-b" in tomb.ctx
+    del_ts = tomb.ctx["node-b"]
+    assert set_ts < del_ts
+    # a's SET is stable, b's DEL is not: nothing may go yet.
+    assert tomb.collect({"node-a": set_ts, "node-b": del_ts - 1}) == 0
+    assert tomb.value == b"v" and tomb.ctx == {"node-a": set_ts, "node-b": del_ts}
+    # Here is why: a has not seen the DEL. Had b dropped the entry hiding the value, its state
+    # (value gone, same stamp) merged into a's would leave a's value standing.
+    a.merge(b"k", tomb.copy())
+    assert a.lookup(b"k") is None
+    # Once the DEL itself is stable, the whole context goes and the register is made inert.
+    assert tomb.collect({"node-a": del_ts, "node-b": del_ts}) == 2
+    assert tomb.ctx is None and tomb.value is None and tomb.ts == set_ts

@@ -84,7 +84,11 @@ class Counter:
                 floor[actor] = f
 
     def pending(self) -> Number | None:
-        """The sum of increments no reset has observed, or None when there are none."""
+        """The sum of increments no reset has observed, or None when there are none.
+
+        A floor at or above a total zeroes it even when it observed a later incarnation: that
+        one began only once its actor had merged a reset covering this total, which may not
+        have come here yet."""
         total: Number | None = None
         floor = self.floor
         for actor, t in self.totals.items():

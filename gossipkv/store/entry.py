@@ -381,9 +381,12 @@ class Entry:
         ``stable[node] = ts``: every write of ``node`` stamped up to ts has reached every
         replica; ``cstable`` is the causal frontier, which list tombstones and counters' floors
         wait for (None holds them). The collections fold their stable removed dots into their
-        vectors. A key-level context entry ``node -> ts`` with ts stable is dropped: no write it
-        covers can still arrive, and the register and expiry it covered are first made inert
-        (the value dropped, the deadline zeroed, their stamps kept so an old copy never wins).
+        vectors. The key-level context goes once every entry in it is stable: no write it covers
+        can still arrive, and the removal that put the remover's own stamp there has reached
+        every member, so a peer handed this state instead of the removal has the removal
+        already (one entry alone being stable says neither). The register and expiry it covered
+        are first made inert (the value dropped, the deadline zeroed, their stamps kept so an
+        old copy never wins).
         The counter drops the actors a reset covered for good (Counter.settled), and goes
         when none is left. A key holding several parts (a type clash) keeps its counters: the
         type-clash rule compares their stamps.
@@ -404,19 +407,15 @@ class Entry:
                 if c.empty():
                     self.counter = None
         ctx = self.ctx
-        if ctx:
-            for node, ts in list(ctx.items()):
-                if ts > stable.get(node, -1):
-                    continue
+        if ctx and all(ts <= stable.get(node, -1) for node, ts in ctx.items()):
+            for node, ts in ctx.items():
                 if self.node == node and self.ts <= ts and self.value is not None:
                     self.value = None
                 exp = self.exp
                 if exp is not None and exp[1] == node and exp[0] <= ts and exp[2]:
                     self.exp = (exp[0], node, 0)
-                del ctx[node]
-                n += 1
-            if not ctx:
-                self.ctx = None
+            n += len(ctx)
+            self.ctx = None
         return n
 
     def is_stable(
