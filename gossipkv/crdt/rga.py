@@ -155,7 +155,7 @@ class RGA:
         # by that sibling.
         self._heads: list[Any] | None = []
         self._waiting: dict[Any, list[Any]] | None = None
-        self._pending: dict[str, deque[Any]] | None = None
+        self._pending: dict[str, list[Any]] | None = None
         self._retry: set[Any] | None = None
         self._blocked: dict[Any, list[Any]] | None = None
         # What the last collect call examined: tombstones, queue entries, children handed up.
@@ -277,7 +277,7 @@ class RGA:
             pending = self._pending = {}
         queue = pending.get(removed[1])
         if queue is None:
-            pending[removed[1]] = deque((i,))
+            pending[removed[1]] = [i]
         else:
             queue.append(i)
 
@@ -400,10 +400,10 @@ class RGA:
                 st = e.stamp
                 if st[0] > i[0]:  # dated
                     removals.setdefault(st[1], []).append((st[0], i))
-        pending: dict[str, deque[Any]] = {}
+        pending: dict[str, list[Any]] = {}
         for node, rows in removals.items():
             rows.sort()
-            pending[node] = deque([i for _, i in rows])
+            pending[node] = [i for _, i in rows]
         self._pending = pending or None
         if ghosts:
             self._retry = set(ghosts)  # as they were left: look at each again
@@ -678,8 +678,9 @@ class RGA:
         if pending:
             for node, queue in pending.items():
                 bound = cstable.get(node, -1)
-                while queue and work < budget:
-                    i = queue[0]
+                at = 0
+                while at < len(queue) and work < budget:
+                    i = queue[at]
                     e = elements.get(i)
                     if e is not None:  # else collected since
                         st = e.stamp
@@ -689,8 +690,10 @@ class RGA:
                             if i not in queued:
                                 batch.append(i)
                                 queued.add(i)
-                    queue.popleft()
+                    at += 1
                     work += 1
+                if at:
+                    del queue[:at]
         if not batch:
             self.work = work
             return n
@@ -796,7 +799,8 @@ class RGA:
                 nxt += 1
             if nxt < len(siblings) and siblings[nxt] < kids[-1]:
                 return siblings[nxt]  # it would fall behind a child
-            siblings[at:at + 1] = kids  # still sorted: each kid lies between e and that sibling
+            # Still sorted: each kid lies between e and that sibling (what lies between went).
+            siblings[at:nxt] = kids
         else:
             assert parent is not None
             parent.kids = kids[0] if len(kids) == 1 else kids  # e was its only child
