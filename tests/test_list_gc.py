@@ -9,8 +9,12 @@
 - A removal whose causal frontier is not reached is kept: the naive rule (the removal's stamp
   stable) would strand an insert made by a node whose clock runs ahead, before it merged the
   removal.
+- The same with a collection budget of a few tombstones per call, on lists long beside it:
+  collection spread over many calls, each settling no more than its budget, shows nothing a
+  twin would not and ends where one call with no budget would.
 - Queues (RPUSH/LPOP, LPUSH/RPOP, LPUSH/LPOP, RPUSH/RPOP) leave O(1) tombstones after GC, and a
-  list key emptied by pops is forgotten.
+  list key emptied by pops is forgotten; so do queues of 100,000 elements, whose every
+  collection call examines in proportion to the pops since the last, not to the length.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ from dataclasses import dataclass, field
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import gossipkv.commands.all  # noqa: F401  (registers every command)
 from gossipkv.commands.session import Server, Session
-from gossipkv.crdt.rga import RGA
+from gossipkv.crdt.rga import COLLECT_BUDGET, RGA
 from gossipkv.store.keyspace import Keyspace
 
 NODES = ("a", "b", "c")
@@ -71,10 +75,11 @@ class Replica:
 class World:
     """Replicas, every write made, and the true vectors computed from who merged what when."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = COLLECT_BUDGET) -> None:
         self.replicas = {n: Replica(n) for n in NODES}
         self.writes: list[Write] = []
         self.step = 0
+        self.budget = budget  # tombstones one collect call settles at most
 
     def act(self, node: str, op: int, arg: int, skew: int) -> None:
         self.step += 1
@@ -101,6 +106,8 @@ class World:
             d = s.remove([s.order()[arg % n]], (now(), node))
         elif op == 6 and n:
             d = s.removal((now(), node))
+        elif op == 10:
+            d = s.push(now, node, [value + b"+%d" % k for k in range(6)], left=bool(arg & 1))
         else:
             return
         sent = wire(d)
@@ -172,7 +179,10 @@ class World:
         cstable = {n: min(t, rnd.choice([t, t, rnd.randint(0, max(t, 0))]))
                    for n, t in self.cstable().items()}
         before = r.state.values()
-        r.state.collect(stable, cstable)
+        waiting = len(r.state.gone)
+        # What leaves the digest: removals waiting in ``gone``, and tombstones settled, never
+        # more than the budget in one call.
+        assert r.state.collect(stable, cstable, self.budget) <= waiting + self.budget
         assert r.state.values() == before == r.twin.values()
 
 
@@ -394,3 +404,189 @@ def test_a_long_queue_leaves_constant_tombstones(push: bytes, pop: bytes) -> Non
     assert b"q" not in ks.tombstones
     s.execute([push, b"q", b"again"])
     assert s.execute([b"LRANGE", b"q", b"0", b"-1"]) == [b"again"]
+
+
+def check_index(x: RGA) -> None:
+    """The tree index merges and collections kept is the one the elements give: every
+    element among its parent's children (the head's, or an element's, or those waiting for a
+    parent not here), each list of them ascending, and nothing else in them."""
+    x.order()
+    moved = x._moved or {}
+    expected: dict[Dot | None, list[Dot]] = {}
+    for i, e in x.elements.items():
+        expected.setdefault(moved.get(i, e.ref), []).append(i)
+    held: dict[Dot | None, list[Dot]] = {None: list(x._heads or [])}
+    for i, e in x.elements.items():
+        k = e.kids
+        if k is not None:
+            held[i] = list(k) if isinstance(k, list) else [k]
+    for p, kin in (x._waiting or {}).items():
+        held[p] = list(kin)
+    for p, kin in held.items():
+        assert kin == sorted(kin), (p, kin)
+    assert {p: sorted(k) for p, k in expected.items()} == {p: k for p, k in held.items() if k}
+
+
+def collect_all(x: RGA, stable: dict[str, int], cstable: dict[str, int], budget: int) -> None:
+    """Collect a budget at a time until a call finds nothing to look at."""
+    for _ in range(1000):
+        x.collect(stable, cstable, budget)
+        check_index(x)
+        if not x.work:
+            return
+    raise AssertionError("collection does not end")
+
+
+# As KINDS, with six-value pushes (10) making lists long beside a budget of a few tombstones.
+LONG_KINDS = [10, 10, 10, 0, 1, 2, 3, 3, 3, 3, 4, 5, 6, 7, 7, 7, 7, 8, 9, 9, 9, 9]
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(LONG_KINDS),
+            st.sampled_from(NODES),
+            st.integers(0, 63),
+            st.sampled_from([0, 0, 0, 5, 30]),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 4),
+    st.randoms(use_true_random=False),
+)
+# Children handed up, a call at a time, past siblings collected in the same call.
+@example([(10, "a", 1, 0), (10, "b", 0, 0)] + [(10, "a", 0, 0)] * 10 + [(7, "b", 0, 0),
+         (6, "b", 0, 0)], 1, random.Random(0))
+def test_collecting_a_budget_at_a_time_never_shows_and_converges(
+    script: list[tuple[int, str, int, int]], budget: int, rnd: random.Random
+) -> None:
+    world = World(budget)
+    for kind, node, arg, skew in script:
+        if kind <= 6 or kind == 10:
+            world.act(node, kind, arg, skew)
+        elif kind == 7 and world.writes:
+            world.deliver(node, arg % len(world.writes))
+        elif kind == 8:
+            world.sync(node, NODES[(NODES.index(node) + 1 + arg) % 3])
+        elif kind == 9:
+            if arg % 4 == 0:  # the same state, its collection half done, with a fresh index
+                world.replicas[node].state = world.replicas[node].state.copy()
+            world.collect(node, rnd)
+            check_index(world.replicas[node].state)
+    for node in NODES:
+        order = list(range(len(world.writes))) * 2
+        rnd.shuffle(order)
+        for w in order:
+            world.deliver(node, w)
+            if rnd.random() < 0.2:
+                world.collect(node, rnd)
+    stable, cstable = world.stable(), world.cstable()
+    replicas = list(world.replicas.values())
+    reference = RGA()
+    for w in world.writes:
+        reference.merge(wire(w.delta))
+    # Where a single call with no budget takes a state: the same digest, a budget at a time.
+    whole = wire(replicas[0].twin)
+    whole.collect(stable, cstable, 1 << 30)
+    for r in replicas:
+        collect_all(r.state, stable, cstable, budget)
+        assert r.state.values() == reference.values()
+        assert r.state.digest() == whole.digest()
+        sent = wire(r.state)
+        collect_all(sent, stable, cstable, budget)
+        assert sent.digest() == r.state.digest() and sent.values() == reference.values()
+        copied = r.state.copy()  # keeps the ghosts and placements, builds its own index
+        collect_all(copied, stable, cstable, budget)
+        assert copied.digest() == r.state.digest() and copied.values() == reference.values()
+    assert removed(replicas[0].state) == removed(whole) <= removed(replicas[0].twin)
+    x = replicas[0].state
+    digest = x.digest()
+    for r in replicas:
+        x.merge(wire(r.twin))
+        assert x.values() == reference.values()
+    collect_all(x, stable, cstable, budget)
+    assert x.digest() == digest
+
+
+@pytest.mark.parametrize(
+    ("push", "pop"),
+    [(b"RPUSH", b"LPOP"), (b"LPUSH", b"RPOP"), (b"LPUSH", b"LPOP"), (b"RPUSH", b"RPOP")],
+)
+def test_a_queue_of_100k_elements_is_collected_as_it_churns(push: bytes, pop: bytes) -> None:
+    ks, s = _session()
+    for k in range(1000):
+        s.execute([push, b"q", *[b"%d" % (100 * k + j) for j in range(100)]])
+    _collect(ks)
+    lst = ks.live[b"q"].coll
+    assert isinstance(lst, RGA)
+    for k in range(20):
+        for j in range(5):
+            s.execute([push, b"q", *[b"n%d" % (500 * k + 100 * j + x) for x in range(100)]])
+        assert len(s.execute([pop, b"q", b"500"])) == 500  # type: ignore[arg-type]
+        assert removed(lst) == 500
+        _collect(ks)
+        # The tombstones went, looking at them and at little else: not at the 100k others.
+        assert removed(lst) <= 4, (k, removed(lst))
+        assert len(lst.elements) <= 100_004
+        assert 500 <= lst.work <= 2 * 500 + 8, lst.work
+    assert s.execute([b"LLEN", b"q"]) == 100_000
+
+
+def test_an_orphan_tombstone_waits_for_its_parent_to_hand_its_children_up() -> None:
+    """Vectors that claim more than this replica holds (b's x never arrived) must not lose an
+    element: a settled tombstone whose parent is missing keeps its children until the parent
+    comes; one with no children goes, and its parent arriving later finds nothing waiting."""
+    ticks = iter(range(1, 1000))
+
+    def now() -> int:
+        return next(ticks)
+
+    src = RGA()
+    x = src.push(now, "b", [b"x"], left=False)
+    src.merge(x)
+    yz = src.push(now, "a", [b"y", b"z", b"w"], left=False)  # y after x, z after y, w after z
+    src.merge(yz)
+    _, y, _, w = src.order()
+    rm = src.remove([y, w], (now(), "a"))
+    src.merge(rm)
+    r = RGA()
+    r.merge(wire(yz))
+    r.merge(wire(rm))
+    assert r.values() == []  # y, z and w wait for x
+    everyone = {"a": 100, "b": 100}
+    assert r.collect(everyone, everyone) == 2  # both leave the digest
+    assert w not in r.elements  # a leaf: gone
+    assert y in r.elements and r.work >= 1  # z's parent-to-be is not here: y stays
+    r.collect(everyone, everyone)
+    assert y in r.elements
+    r.merge(wire(x))
+    assert r.values() == [b"x", b"z"]
+    r.collect(everyone, everyone)
+    assert y not in r.elements and r.values() == [b"x", b"z"] == src.values()
+    r.merge(r.insert(now, "b", 1, b"v"))  # lands where it would have: after x, ahead of z
+    assert r.values() == [b"x", b"v", b"z"]
+
+
+def test_children_handed_up_past_a_sibling_collected_in_the_same_call() -> None:
+    """The head holds e < s < t; e has a child k < t, s none; e and s are removed. Collecting
+    s (a leaf) and then e in one call puts k where e was, past s: the head's children stay in
+    order, so a later rebuild of the list from them reads it right."""
+    ticks = iter(range(1, 1000))
+
+    def now() -> int:
+        return next(ticks)
+
+    r = RGA()
+    r.merge(r.push(now, "a", [b"e", b"s"], left=True))  # e (1), then s (2) ahead of it
+    r.merge(r.insert(now, "a", 2, b"k"))  # k (3) after e
+    r.merge(r.push(now, "a", [b"t"], left=True))  # t (4)
+    assert r.values() == [b"t", b"s", b"e", b"k"]
+    _, s, e, _ = r.order()
+    r.merge(r.remove([s, e], (now(), "a")))
+    everyone = {"a": 100}
+    assert r.collect(everyone, everyone) == 2
+    assert s not in r.elements and e not in r.elements and r.values() == [b"t", b"k"]
+    check_index(r)
+    r.merge(r.insert(now, "a", 1, b"m"))  # in the middle: the list is rebuilt from the tree
+    assert r.values() == [b"t", b"m", b"k"]

@@ -14,12 +14,15 @@ an LWW register stamped (HLC, node); removal beats it, and of two removals the g
 kept, so an element's state is a join: visible by LSET stamp < removed by removal stamp.
 
 Tombstones are collected once their removal is causally stable (``collect``), which is what the
-removal's stamp is for.
+removal's stamp is for. So that collection never walks a long list, a key's state keeps an index
+of its tree (each element's children) and of its tombstones waiting to be settled, which every
+merge keeps up to date; a budget bounds each collect call.
 
 Local operations work at the ends of the visible order (a deque of ids), so LPUSH/RPUSH/LPOP/
-RPOP are O(1). A merged insert takes a fast path when its place in the visible order is plain
-(at the head ahead of every other head child, or after the last visible element); otherwise the
-visible order is rebuilt from the tree on the next read.
+RPOP are O(1): a new element is its parent's greatest child, appended to its children, and a
+removal joins the end of its remover's queue. A merged insert takes a fast path when its place
+in the visible order is plain (at the head ahead of every other head child, or after the last
+visible element); otherwise the visible order is rebuilt from the tree index on the next read.
 """
 
 from __future__ import annotations
@@ -47,14 +50,9 @@ _BULK_MERGE: Final = 64
 _KIND_SEED: Final = 1
 _SEED_GONE: Final = 0x60E
 
-# A list this long is scanned for collectable tombstones only once enough new ones piled up.
-_SCAN_SMALL: Final = 4096
-# Longer lists are not scanned at all: a scan is O(elements) in one event-loop turn (about 1 to
-# 3 us per element compiled), and the collector visits a key once per pass, so a scan of a long
-# list every pass would take the event loop from clients. Their tombstones wait until the list
-# is this short again.
-_SCAN_MAX: Final = 16384
-
+# Settled tombstones (and children handed up) one collect call handles at most: the rest wait
+# for the next call, so that no call holds the event loop for long whatever the list's length.
+COLLECT_BUDGET: Final = 4096
 
 _PACK: Final = struct.Struct(">QQQB").pack
 _PACK_GONE: Final = struct.Struct(">QQ").pack
@@ -84,14 +82,19 @@ def _element_hash(i: Dot, e: Element) -> int:
 
 class Element:
     """One inserted element: its reference, its value (None once removed), and the stamp of
-    its value (the id itself until an LSET) or, once removed, of its removal."""
+    its value (the id itself until an LSET) or, once removed, of its removal.
 
-    __slots__ = ("ref", "stamp", "value")
+    ``kids`` are the elements placed under it, where a list's state keeps its tree index (see
+    RGA): None, the one child's id, or a list of ids in ascending order. One id held as such
+    keeps a chain (RPUSH) at one slot per element."""
+
+    __slots__ = ("kids", "ref", "stamp", "value")
 
     def __init__(self, ref: Dot | None, value: bytes | None, stamp: Dot) -> None:
         self.ref = ref
         self.value = value
         self.stamp = stamp
+        self.kids: Any = None
 
 
 def _restate(i: Dot, e: Element, value: bytes | None, stamp: Dot, h: int | None) -> int | None:
@@ -108,12 +111,18 @@ def _restate(i: Dot, e: Element, value: bytes | None, stamp: Dot, h: int | None)
 
 
 class RGA:
-    """The state of one list, and equally a delta of it."""
+    """The state of one list, and equally a delta of it.
+
+    A state keeps an index of its tree for collect (built on the first rebuild of the visible
+    order, then kept by merges; a delta has none): each element's ``kids``, the head's children
+    (``_heads``, ascending), the tombstones waiting to be settled (``_pending``, a queue per
+    remover, in removal order) and the ghosts waiting on something (``_retry``, ``_blocked``).
+    So collect never walks the live elements: its work is the tombstones it settles."""
 
     KIND: ClassVar[str] = "list"
     __slots__ = (
-        "_floor", "_ghosts", "_h", "_moved", "_order", "_orphans", "_scan_at", "_scan_in",
-        "_top", "elements", "gone",
+        "_blocked", "_floor", "_ghosts", "_h", "_heads", "_moved", "_order", "_orphans",
+        "_pending", "_retry", "_waiting", "elements", "gone", "work",
     )
 
     def __init__(self) -> None:
@@ -121,7 +130,6 @@ class RGA:
         self.gone: dict[Dot, Dot] = {}  # removals of elements not seen yet: id -> removal stamp
         # The visible order, or None when it must be rebuilt from the tree.
         self._order: deque[Dot] | None = deque()
-        self._top: Dot | None = None  # the greatest id inserted at the head
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
         # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
         self._h: int | None = None
@@ -137,20 +145,28 @@ class RGA:
         # tombstone between them: id -> the parent they are placed under now. The reference
         # itself stays the element's (it is what the digest hashes).
         self._moved: dict[Dot, Dot | None] | None = None
-        # Placed tombstones at or below which collect skips its scan: the last scan found every
-        # tombstone it left blocked by the tree, not waiting for stability (-1: scan).
-        self._scan_at = 0
-        # Calls collect lets go by before scanning a long list whose last scan left tombstones
-        # waiting for stability (a scan costs O(elements)).
-        self._scan_in = 0
+        # The tree index (see the class docstring), None until built: the head's children in
+        # ascending order (the last is the greatest id inserted at the head); the elements
+        # whose parent has not arrived, by that parent; per remover node, the tombstones it
+        # removed that are not settled yet, in the order of its removals (an entry whose
+        # element was removed again since, by another node, is stale); ghosts and removals to
+        # look at again on every collect (their children's causal frontier, their parent's
+        # arrival or their id's stability pending); ghosts a greater sibling keeps in place,
+        # by that sibling.
+        self._heads: list[Any] | None = []
+        self._waiting: dict[Any, list[Any]] | None = None
+        self._pending: dict[str, list[Any]] | None = None
+        self._retry: set[Any] | None = None
+        self._blocked: dict[Any, list[Any]] | None = None
+        # What the last collect call examined: tombstones, queue entries, children handed up.
+        self.work = 0
 
     # -- the join ------------------------------------------------------------------------------
 
     def copy(self) -> RGA:
-        c = RGA()
+        c = _delta()
         c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
         c.gone = dict(self.gone)
-        c._order = None
         c._h = self._h
         c._floor = dict(self._floor) if self._floor else None
         c._ghosts = set(self._ghosts) if self._ghosts else None
@@ -162,9 +178,11 @@ class RGA:
 
     def merge(self, other: RGA) -> None:
         """Join ``other`` in place; never keeps a reference to its mutable parts."""
-        elements = self.elements
-        gone = self.gone
-        incoming = other.elements
+        # Ids as plain objects: the state's dict, visible order and tree index then share the
+        # delta's tuples instead of boxing a new one for each (see values()).
+        elements = cast(dict[Any, Element], self.elements)
+        gone = cast(dict[Any, Any], self.gone)
+        incoming = cast(dict[Any, Element], other.elements)
         if (
             self._order is not None
             and len(other.gone) + len(incoming) > _BULK_MERGE
@@ -175,9 +193,10 @@ class RGA:
             self._order = None
         h = self._h
         floor = self._floor
-        ghosts = self._ghosts
-        moved = other._moved
-        ids: Iterable[Dot] = sorted(incoming) if len(incoming) > 1 else incoming
+        ghosts = cast(set[Any] | None, self._ghosts)
+        moved = cast(dict[Any, Any] | None, other._moved)
+        indexed = self._heads is not None
+        ids: Any = sorted(incoming) if len(incoming) > 1 else incoming
         for i in ids:  # ascending: a reference is placed before the elements that name it
             e = incoming[i]
             mine = elements.get(i)
@@ -193,7 +212,7 @@ class RGA:
                     if value is not None or removed > stamp:
                         stamp = removed
                     value = None
-                ref = e.ref
+                ref: Any = e.ref
                 mine = Element(ref, value, stamp)
                 elements[i] = mine
                 if h is not None:
@@ -204,7 +223,8 @@ class RGA:
                     if self._moved is None:
                         self._moved = {}
                     self._moved[i] = ref
-                self._place(i, mine, ref)
+                if indexed:
+                    self._place(i, mine, ref)
             elif mine.value is not None:
                 if e.value is None:
                     h = self._remove(i, mine, e.stamp, h)
@@ -215,7 +235,9 @@ class RGA:
                     mine.stamp = e.stamp  # not hashed any more
                 else:
                     h = _restate(i, mine, None, e.stamp, h)
-        for i, removed in other.gone.items():
+                    if indexed:
+                        self._pend(i, e.stamp)
+        for i, removed in cast(dict[Any, Any], other.gone).items():
             mine = elements.get(i)
             if mine is None:
                 if floor is not None and i[0] <= floor.get(i[1], -1):
@@ -234,17 +256,66 @@ class RGA:
                     mine.stamp = removed
                 else:
                     h = _restate(i, mine, None, removed, h)
+                    if indexed:
+                        self._pend(i, removed)
         self._h = h
 
-    def _remove(self, i: Dot, mine: Element, removed: Dot, h: int | None) -> int | None:
+    def _remove(self, i: Any, mine: Element, removed: Dot, h: int | None) -> int | None:
         """A visible element removed by a merge; returns the digest with it restated."""
         h = _restate(i, mine, None, removed, h)
+        if self._heads is not None:
+            self._pend(i, removed)
         self._hide(i)
         return h
 
-    def _place(self, i: Dot, e: Element, ref: Dot | None) -> None:
-        """Put a newly merged element, placed under ``ref``, into the visible order, or mark
-        the order stale."""
+    def _pend(self, i: Any, removed: Dot) -> None:
+        """Tombstone ``i`` waits for its removal to be settled (an undated one never is)."""
+        if removed[0] <= cast(int, i[0]):
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        queue = pending.get(removed[1])
+        if queue is None:
+            pending[removed[1]] = [i]
+        else:
+            queue.append(i)
+
+    def _place(self, i: Any, e: Element, ref: Any) -> None:
+        """Put a newly merged element, placed under ``ref``, into the tree index, and into
+        the visible order or mark the order stale."""
+        heads = self._heads
+        assert heads is not None
+        elements = cast(dict[Any, Element], self.elements)
+        first = False  # greatest of the head's children: first of all
+        if ref is None:
+            first = not heads or i > heads[-1]
+            _add(heads, i)
+        else:
+            parent = elements.get(ref)
+            if parent is None:
+                waiting = self._waiting
+                if waiting is None:
+                    waiting = self._waiting = {}
+                kin = waiting.get(ref)
+                if kin is None:
+                    waiting[ref] = [i]
+                else:
+                    _add(kin, i)
+            else:
+                k = parent.kids
+                if k is None:
+                    parent.kids = i
+                elif type(k) is list:
+                    _add(k, i)
+                else:
+                    parent.kids = [k, i] if k < i else [i, k]
+        if self._waiting:
+            kin = self._waiting.pop(i, None)
+            if kin is not None:
+                e.kids = kin[0] if len(kin) == 1 else kin  # they were waiting for this one
+        if e.value is None:
+            self._pend(i, e.stamp)
         order = self._order
         if order is None:
             return  # the rebuild places everything
@@ -252,13 +323,11 @@ class RGA:
             self._order = None  # it may be the reference an orphan waits for
             return
         if ref is None:
-            top = self._top
-            if top is None or i > top:
-                self._top = i  # first among the head's children: first of all
+            if first:
                 if e.value is not None:
                     order.appendleft(i)
                 return
-        elif ref not in self.elements:
+        elif ref not in elements:
             self._order = None  # an orphan until its reference arrives
             return
         if e.value is None:
@@ -268,7 +337,7 @@ class RGA:
             return
         self._order = None
 
-    def _hide(self, i: Dot) -> None:
+    def _hide(self, i: Any) -> None:
         order = self._order
         if order is None or not order:
             return
@@ -287,36 +356,79 @@ class RGA:
             order = self._order = self._rebuild()
         return order
 
-    def _children(self) -> dict[Dot | None, list[Dot]]:
-        """Each placed parent's children, unsorted (the reference, or where collect moved it)."""
-        children: dict[Dot | None, list[Dot]] = {}
-        moved = self._moved
-        for i, e in self.elements.items():
+    def _index(self) -> None:
+        """Build the tree index from the elements: O(elements), once per state (a decoded
+        or copied one; merges keep it after)."""
+        elements = cast(dict[Any, Element], self.elements)
+        moved = cast(dict[Any, Any] | None, self._moved)
+        heads: list[Any] = []
+        waiting: dict[Any, list[Any]] = {}
+        lists: list[list[Any]] = []
+        for i, e in elements.items():
             p = e.ref if not moved else moved.get(i, e.ref)
-            kids = children.get(p)
-            if kids is None:
-                children[p] = [i]
+            if p is None:
+                heads.append(i)
+                continue
+            parent = elements.get(p)
+            if parent is None:
+                kin = waiting.get(p)
+                if kin is None:
+                    waiting[p] = [i]
+                else:
+                    kin.append(i)
+                continue
+            k = parent.kids
+            if k is None:
+                parent.kids = i
+            elif type(k) is list:
+                k.append(i)
             else:
-                kids.append(i)
-        return children
+                kin = [k, i]
+                parent.kids = kin
+                lists.append(kin)
+        heads.sort()
+        for kin in lists:
+            kin.sort()
+        for kin in waiting.values():
+            kin.sort()
+        self._heads = heads
+        self._waiting = waiting or None
+        ghosts = cast(set[Any], self._ghosts or set())
+        removals: dict[str, list[Any]] = {}
+        for i, e in elements.items():
+            if e.value is None and i not in ghosts:
+                st = e.stamp
+                if st[0] > i[0]:  # dated
+                    removals.setdefault(st[1], []).append((st[0], i))
+        pending: dict[str, list[Any]] = {}
+        for node, rows in removals.items():
+            rows.sort()
+            pending[node] = [i for _, i in rows]
+        self._pending = pending or None
+        if ghosts:
+            self._retry = set(ghosts)  # as they were left: look at each again
 
     def _rebuild(self) -> deque[Dot]:
-        elements = self.elements
-        children = self._children()
-        order: deque[Dot] = deque()
-        stack = children.get(None, [])
-        stack.sort()  # popped greatest first
-        self._top = stack[-1] if stack else None
+        if self._heads is None:
+            self._index()
+        heads = self._heads
+        assert heads is not None
+        elements = cast(dict[Any, Element], self.elements)
+        order: deque[Any] = deque()
+        stack = list(heads)  # ascending: popped greatest first
         reached = 0
         while stack:
             i = stack.pop()
             reached += 1
-            if elements[i].value is not None:
+            e = elements[i]
+            if e.value is not None:
                 order.append(i)
-            kids = children.get(i)
-            if kids is not None:
-                kids.sort()
-                stack.extend(kids)
+            k = e.kids
+            if k is not None:
+                if type(k) is list:
+                    stack.extend(k)
+                else:
+                    stack.append(k)
         self._orphans = len(elements) - reached
         return order
 
@@ -457,6 +569,7 @@ class RGA:
         rows, gone_rows = data
         r = cls()
         r._order = None
+        r._heads = None
         elements = r.elements
         stamps: dict[Dot, Dot] = {}  # one tuple per removal, shared by what it removed
         for row in rows:
@@ -502,7 +615,10 @@ class RGA:
             self._h = h
         return combine(_KIND_SEED, h)
 
-    def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
+    def collect(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None,
+        budget: int = COLLECT_BUDGET,
+    ) -> int:
         """Forget tombstones and early removals no delivery can need any more; returns how
         many left the digest. ``stable`` is the stable vector; ``cstable[n] >= R`` (the
         causal frontier, cluster/watermark.py) means every member has merged n's writes
@@ -526,109 +642,226 @@ class RGA:
           has an id above every child (one made before its maker merged a child k would be
           here already), so it lands ahead of them, as it would have ahead of e.
 
-        Otherwise e stays, out of the digest (a *ghost*), until a later pass. Where the
-        children go is local (``_moved``): replicas that collected in different orders may
-        hold different trees of the same list, which is why the digest hashes references,
-        not placements, and no settled tombstone. Children are visited before their parents
-        (descending ids). An undated removal (the earlier wire form) is kept.
+        Otherwise e stays, out of the digest (a *ghost*), until a later call: at every call
+        while it waits for a child's causal frontier (or, an orphan, for its parent), or once
+        the tree changes where it could go (the sibling in the way, or its greatest child,
+        leaves). Where the children go is local (``_moved``): replicas that collected in
+        different orders may hold different trees of the same list, which is why the digest
+        hashes references, not placements, and no settled tombstone. Children are visited
+        before their parents (descending ids). An undated removal (the earlier wire form) is
+        kept.
 
-        Cost: a scan is O(elements), so it runs only when there is something new, and a list
-        longer than 4096 only once more than a sixteenth of it is removed; while tombstones
-        wait for stability it is rescanned every (elements / 16384) calls. A list longer than
-        _SCAN_MAX is not scanned (its tombstones wait until it is shorter), so that no scan
-        holds the event loop for more than a few tens of milliseconds.
+        Cost: the tombstones come from the index (see the class docstring), oldest removal
+        first, so a call never walks the live elements; it settles at most ``budget``
+        tombstones (plus the ghosts their leaving frees) and leaves the rest to the next
+        call. Its work, in ``work``, is those, the children they hand up, the stale queue
+        entries passed, and one pass per child list over the span its collected leaves took.
         """
         n = self._collect_gone(stable) if self.gone else 0
+        self.work = 0
         if cstable is None:
             return n
-        elements = self.elements
-        if len(elements) > _SCAN_MAX:
+        if self._heads is None:
+            self.order()  # a copied or decoded state: its index is built with the order
+        elements = cast(dict[Any, Element], self.elements)
+        work = 0
+        batch: list[Any] = []
+        queued: set[Any] = set()
+        retry = self._retry
+        if retry:
+            while retry and work < budget:
+                i = retry.pop()
+                batch.append(i)
+                queued.add(i)
+                work += 1
+        pending = self._pending
+        if pending:
+            for node, queue in pending.items():
+                bound = cstable.get(node, -1)
+                at = 0
+                while at < len(queue) and work < budget:
+                    i = queue[at]
+                    e = elements.get(i)
+                    if e is not None:  # else collected since
+                        st = e.stamp
+                        if st[1] == node:  # else removed again since, by a node it queues with
+                            if st[0] > bound:
+                                break  # not settled; nor, mostly, what this node removed later
+                            if i not in queued:
+                                batch.append(i)
+                                queued.add(i)
+                    at += 1
+                    work += 1
+                if at:
+                    del queue[:at]
+        if not batch:
+            self.work = work
             return n
-        skip = self._scan_at
-        if len(elements) > _SCAN_SMALL:
-            skip = max(skip, len(elements) >> 4)
-        if self._tombstones() <= skip:
-            return n  # nothing removed since a scan that found only tree-blocked tombstones
-        if self._scan_in:
-            self._scan_in -= 1
-            return n
-        children = self._children()
-        removed = sorted((i for i, e in elements.items() if e.value is None), reverse=True)
-        dropped: set[Dot] = set()
-        ordered: set[Dot | None] = set()  # sibling lists sorted so far
-        waiting = False
+        batch.sort()  # popped greatest first: children before their parents
+        ghosts = cast(set[Any] | None, self._ghosts)
+        if ghosts is None:
+            ghosts = set()
+            self._ghosts = ghosts
+        if retry is None:
+            retry = self._retry = set()
+        blocked = self._blocked
+        dropped: set[Any] = set()
+        sweep: dict[Any, list[Any]] = {}  # parent -> leaves to take out of its child list
         h = self._h
-        ghosts = self._ghosts
-        for i in removed:
-            e = elements[i]
-            if ghosts is None or i not in ghosts:
+        while batch:
+            i = batch.pop()
+            e = elements.get(i)
+            if e is None:
+                continue
+            if i not in ghosts:
                 st = e.stamp
-                if st[0] <= i[0]:
-                    continue  # undated
                 if st[0] > cstable.get(st[1], -1) or i[0] > stable.get(i[1], -1):
-                    waiting = True
+                    retry.add(i)  # its id is not stable yet (or the vectors went back)
                     continue
-                if ghosts is None:
-                    ghosts = self._ghosts = set()
                 ghosts.add(i)
                 if h is not None:
                     h ^= _element_hash(i, e)
                 n += 1
-            kids = children.get(i)
-            if kids is not None:
-                kids = sorted(k for k in kids if k not in dropped)
-            if kids:
-                adopted = self._adopt(i, e, kids, children, ordered, dropped, cstable)
-                if not adopted:
-                    waiting = waiting or adopted is None
-                    continue
+            k = e.kids
+            if k is not None:
+                if type(k) is list:
+                    kids: list[Any] = [x for x in k if x not in dropped] if dropped else list(k)
+                else:
+                    kids = [k]
+                work += len(kids)
+                if kids:
+                    adopted = self._adopt(i, e, kids, dropped, cstable)
+                    if adopted is None:
+                        retry.add(i)
+                        continue
+                    if adopted is not True:  # the greater sibling in the way
+                        if blocked is None:
+                            blocked = self._blocked = {}
+                        held = blocked.get(adopted)
+                        if held is None:
+                            blocked[adopted] = [i]
+                        elif i not in held:
+                            held.append(i)
+                        continue
+                else:
+                    self._unlink(i, e, dropped, sweep)
+            else:
+                self._unlink(i, e, dropped, sweep)
+            moved = cast(dict[Any, Any] | None, self._moved)
+            p = e.ref if not moved else moved.get(i, e.ref)
             dropped.add(i)
             del elements[i]
             ghosts.discard(i)
             self._forget(i)
+            # Its leaving may free its parent (its greatest child gone) or a ghost it kept.
+            free = blocked.pop(i, None) if blocked else None
+            if p is not None and p in ghosts:
+                if free is None:
+                    free = [p]
+                else:
+                    free.append(p)
+            if free is not None:
+                for g in free:
+                    if g not in queued:
+                        queued.add(g)
+                        bisect.insort(batch, g)
+                        work += 1
         self._h = h
-        if dropped:
-            if self._orphans:
-                self._order = None  # an orphan may have gone: recount them
-            else:
-                heads = [k for k in children.get(None, ()) if k not in dropped]
-                self._top = max(heads) if heads else None
-        if waiting:
-            self._scan_at = -1
-            self._scan_in = len(elements) >> 14
-        else:
-            self._scan_at = self._tombstones()
+        for p, leaves in sweep.items():
+            self._sweep(p, leaves, dropped)
+        if dropped and self._orphans:
+            self._order = None  # an orphan may have gone: recount them
+        self.work = work
         return n
 
     def _adopt(
-        self, i: Dot, e: Element, kids: list[Dot], children: dict[Dot | None, list[Dot]],
-        ordered: set[Dot | None], dropped: set[Dot], cstable: Mapping[str, int],
-    ) -> bool | None:
-        """Hand the (sorted) children of settled tombstone ``i`` to its parent, if the list
-        reads the same after any later insert (see collect); whether they were handed: None
-        when a later pass may tell, False when only the tree changing may."""
-        moved = self._moved
+        self, i: Any, e: Element, kids: list[Any], dropped: set[Any], cstable: Mapping[str, int],
+    ) -> Any:
+        """Hand the (ascending) children of settled tombstone ``i`` to its parent, if the list
+        reads the same after any later insert (see collect): True when handed, None when a
+        later call may tell, else the greater sibling that keeps them from it."""
+        elements = cast(dict[Any, Element], self.elements)
+        moved = cast(dict[Any, Any] | None, self._moved)
         p = e.ref if not moved else moved.get(i, e.ref)
-        if p is not None and p not in self.elements:
-            return None  # an orphan: where its children belong is not known here yet
-        if any(k[0] > cstable.get(k[1], -1) for k in kids):
-            return None
-        siblings = children[p]
-        if p not in ordered:
-            siblings.sort()
-            ordered.add(p)
-        at = bisect.bisect_left(siblings, i)
-        nxt = at + 1
-        while nxt < len(siblings) and siblings[nxt] in dropped:
-            nxt += 1
-        if nxt < len(siblings) and siblings[nxt] < kids[-1]:
-            return False  # a greater sibling would fall behind a child
-        siblings[at:at + 1] = kids  # still sorted: each kid lies between e and that sibling
+        parent = None
+        if p is not None:
+            parent = elements.get(p)
+            if parent is None:
+                return None  # an orphan: where its children belong is not known here yet
+        for k in kids:
+            if k[0] > cstable.get(k[1], -1):
+                return None
+        siblings: Any = self._heads if parent is None else parent.kids
+        if type(siblings) is list:
+            at = bisect.bisect_left(siblings, i)
+            nxt = at + 1
+            while nxt < len(siblings) and siblings[nxt] in dropped:
+                nxt += 1
+            if nxt < len(siblings) and siblings[nxt] < kids[-1]:
+                return siblings[nxt]  # it would fall behind a child
+            # Still sorted: each kid lies between e and that sibling (what lies between went).
+            siblings[at:nxt] = kids
+        else:
+            assert parent is not None
+            parent.kids = kids[0] if len(kids) == 1 else kids  # e was its only child
         if moved is None:
             moved = self._moved = {}
         for k in kids:
             moved[k] = p
         return True
+
+    def _unlink(self, i: Any, e: Element, dropped: set[Any], sweep: dict[Any, list[Any]]) -> None:
+        """Take leaf ``i`` out of its parent's children: at once when it is the last, else in
+        one sweep per list at the end of the collect call (not a memmove of a long list, the
+        head's of an LPUSH-built queue, per leaf)."""
+        elements = cast(dict[Any, Element], self.elements)
+        moved = cast(dict[Any, Any] | None, self._moved)
+        p = e.ref if not moved else moved.get(i, e.ref)
+        kin: Any
+        if p is None:
+            kin = self._heads
+        else:
+            parent = elements.get(p)
+            if parent is None:  # an orphan
+                waiting = self._waiting
+                assert waiting is not None
+                kin = waiting[p]
+                kin.remove(i)
+                if not kin:
+                    del waiting[p]
+                return
+            kin = parent.kids
+            if type(kin) is not list:
+                parent.kids = None  # its only child
+                return
+        assert kin is not None
+        if kin[-1] == i:
+            kin.pop()
+            while kin and kin[-1] in dropped:  # leaves the sweep was left to take
+                kin.pop()
+        else:
+            leaves = sweep.get(p)
+            if leaves is None:
+                sweep[p] = [i]
+            else:
+                leaves.append(i)
+
+    def _sweep(self, p: Any, leaves: list[Any], dropped: set[Any]) -> None:
+        """Take collected ``leaves`` out of ``p``'s child list in one pass over their span."""
+        kin: Any
+        if p is None:
+            kin = self._heads
+        else:
+            parent = cast(dict[Any, Element], self.elements).get(p)
+            if parent is None:
+                return  # collected in the same call: its list went with it
+            kin = parent.kids
+            if type(kin) is not list:
+                return
+        assert kin is not None
+        lo = bisect.bisect_left(kin, min(leaves))
+        hi = bisect.bisect_right(kin, max(leaves))
+        kin[lo:hi] = [x for x in kin[lo:hi] if x not in dropped]
 
     def _forget(self, i: Dot) -> None:
         """``i`` left the tree: out of the placements, under the floor."""
@@ -639,11 +872,6 @@ class RGA:
             floor = self._floor = {}
         if i[0] > floor.get(i[1], -1):
             floor[i[1]] = i[0]
-
-    def _tombstones(self) -> int:
-        """The removed elements placed in the tree (orphans are not counted: one placed
-        later leaves this unchanged)."""
-        return len(self.elements) - len(self.order()) - self._orphans
 
     def _collect_gone(self, stable: Mapping[str, int]) -> int:
         gone = self.gone
@@ -688,11 +916,20 @@ class RGA:
 
 
 def _delta() -> RGA:
-    """An empty RGA to fill directly: its visible order is rebuilt when first read, since a
-    keyspace may adopt a delta as a new key's state."""
+    """An empty RGA to fill directly: its visible order (and tree index) is built when first
+    read, since a keyspace may adopt a delta as a new key's state."""
     d = RGA()
     d._order = None
+    d._heads = None
     return d
+
+
+def _add(ids: list[Any], i: Any) -> None:
+    """Insert ``i`` into ascending ``ids``: mostly the greatest, appended."""
+    if not ids or ids[-1] < i:
+        ids.append(i)
+    else:
+        bisect.insort(ids, i)
 
 
 def _mix(digest: bytes, data: bytes) -> bytes:
