@@ -25,7 +25,7 @@ import gossipkv.commands.all  # noqa: F401  (registers every command)
 from gossipkv.commands.session import Server, Session
 from gossipkv.crdt.counter import Counter
 from gossipkv.crdt.hlc import HLC
-from gossipkv.crdt.ormap import ORMap
+from gossipkv.crdt.ormap import _SCAN_CHUNK, ORMap
 from gossipkv.store import entry as E
 from gossipkv.store.entry import Entry
 from gossipkv.store.keyspace import Keyspace
@@ -456,3 +456,39 @@ def test_a_counted_hash_field_is_gone_after_hdel_and_collection() -> None:
     assert b"gone" not in ks.tombstones
     assert s.execute([b"HGETALL", b"h"]) == {b"keep": b"v"}
     assert s.execute([b"HINCRBY", b"h", b"n", b"2"]) == 2
+
+
+def test_a_large_hash_is_scanned_for_counters_a_chunk_per_call() -> None:
+    """More counted fields than one collect call looks at: the scan goes on over later calls,
+    fields removed meanwhile are skipped, and once done every settled counter is gone."""
+    time = FakeTime()
+    ks, s = node("n1", time)
+    fields = [b"f%d" % i for i in range(2 * _SCAN_CHUNK + 100)]
+    for name in fields:
+        s.execute([b"HINCRBY", b"big", name, b"1"])
+    s.execute([b"HSET", b"big", b"keep", b"v"])
+    for i in range(0, len(fields), 500):
+        s.execute([b"HDEL", b"big", *fields[i:i + 500]])
+    m = ks.live[b"big"].coll
+    assert isinstance(m, ORMap) and len(m.fields) == len(fields) + 1
+    stable = {"n1": ks.clock.now()}
+    calls = 0
+    while len(m.fields) > 1:
+        before = len(m.fields)
+        m.collect(stable, stable)
+        calls += 1
+        assert before - len(m.fields) <= _SCAN_CHUNK  # at most one chunk per call
+        if calls == 1:
+            s.execute([b"HDEL", b"big", b"keep"])  # a field removed mid-scan
+            s.execute([b"HSET", b"big", b"keep", b"v2"])
+        assert calls <= 4, "the scan never finished"
+    assert calls == 3
+    assert m.get(b"keep") == b"v2"
+    digest = m.digest()
+    m._h = None
+    assert m.digest() == digest
+    # A scan that found no counter leaves the hash alone until one comes back.
+    m.collect(stable, stable)
+    assert m._scan is None and not m._counted
+    assert s.execute([b"HINCRBY", b"big", b"again", b"2"]) == 2
+    assert m._counted

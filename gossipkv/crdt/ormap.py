@@ -48,8 +48,8 @@ Reg = tuple[int, str, bytes]
 _TYPE_HASH: Final = (4).to_bytes(4, "big")  # Redis's OBJ_HASH, as debug.c mixes it in
 _KIND_SEED: Final = 4
 _QI: Final = struct.Struct(">QI").pack
-# A hash with more fields is not scanned for collectable counters (see ORMap.collect).
-_SCAN_MAX: Final = 16384
+# Fields a collect call looks at when it scans a hash for settled counters (ORMap.collect).
+_SCAN_CHUNK: Final = 16384
 
 
 class Field:
@@ -106,11 +106,21 @@ def _number(value: bytes | None) -> Number | None:
     return i if i is not None else parse_float(value)
 
 
+class _Scan:
+    """A scan of a hash for settled counters, spread over collect calls."""
+
+    __slots__ = ("at", "names")
+
+    def __init__(self, names: list[bytes]) -> None:
+        self.names = names
+        self.at = 0
+
+
 class ORMap:
     """field -> FieldState, the causal context of the whole hash, and a delta's scope."""
 
     KIND: ClassVar[str] = "hash"
-    __slots__ = ("_counted", "_h", "ctx", "fields", "scope")
+    __slots__ = ("_counted", "_h", "_scan", "ctx", "fields", "scope")
 
     def __init__(
         self,
@@ -123,9 +133,12 @@ class ORMap:
         self.scope = scope
         # XOR of the fields' hashes, once first asked for; then kept up to date by merge.
         self._h: int | None = None
-        # Some field may hold a counter: set by merge, cleared by a collect that found none, so
-        # that a hash that never counted is not scanned for settled counters every pass.
+        # Some field may hold a counter: set by merge, cleared when a scan for settled counters
+        # starts and set again by each counter it finds, so that a hash that never counted is
+        # not scanned every pass.
         self._counted = True
+        # The scan under way: the names to visit, and how many were visited (see collect).
+        self._scan: _Scan | None = None
 
     # -- the join -------------------------------------------------------------------------------
 
@@ -139,7 +152,7 @@ class ORMap:
                 fields[name] = Field(list(fs.regs), c.copy() if c is not None else None)
         out = ORMap(fields, self.ctx.copy(), self.scope)
         out._h = self._h
-        out._counted = self._counted
+        out._counted = self._counted or self._scan is not None
         return out
 
     def settle(self) -> None:
@@ -388,27 +401,42 @@ class ORMap:
     def collect(self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None) -> int:
         """Causal-stability GC: the context's stable removed dots fold into its vector, and
         the fields' counters drop the actors the causal frontier has settled (Counter.settled;
-        None holds them); a field left with neither writes nor counter goes. Only a hash that
-        may hold a counter and has at most _SCAN_MAX fields is scanned: a scan is O(fields) in
-        one event-loop turn, once per pass."""
+        None holds them); a field left with neither writes nor counter goes.
+
+        A hash that may hold a counter is scanned for them _SCAN_CHUNK fields per call, from a
+        list of its names taken when the scan starts, so that no call is O(fields) however
+        large the hash: fields removed meanwhile are skipped, fields added meanwhile wait for
+        the next scan. A scan that finds no counter leaves the hash unscanned until a merge
+        brings one."""
         n = self.ctx.collect(stable)
-        fields = self.fields
-        if cstable is None or not self._counted or len(fields) > _SCAN_MAX:
+        if cstable is None:
             return n
+        scan = self._scan
+        if scan is None:
+            if not self._counted:
+                return n
+            self._counted = False
+            scan = self._scan = _Scan(list(self.fields))
+        names = scan.names
+        end = min(scan.at + _SCAN_CHUNK, len(names))
+        fields = self.fields
         todo: list[tuple[bytes, Field, Counter, list[str]]] = []
-        counted = False
-        for name, fs in fields.items():
-            if type(fs) is tuple:
+        for i in range(scan.at, end):
+            name = names[i]
+            fs = fields.get(name)
+            if fs is None or type(fs) is tuple:
                 continue
             f: Field = fs  # type: ignore[assignment]
             c = f.counter
             if c is None:
                 continue
-            counted = True
+            self._counted = True
             gone = c.settled(stable, cstable)
             if gone:
                 todo.append((name, f, c, gone))
-        self._counted = counted
+        scan.at = end
+        if end == len(names):
+            self._scan = None
         h = self._h
         for name, f, c, gone in todo:
             if h is not None:
