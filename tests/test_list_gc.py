@@ -590,3 +590,28 @@ def test_children_handed_up_past_a_sibling_collected_in_the_same_call() -> None:
     check_index(r)
     r.merge(r.insert(now, "a", 1, b"m"))  # in the middle: the list is rebuilt from the tree
     assert r.values() == [b"t", b"m", b"k"]
+
+
+def test_a_queue_popped_faster_than_a_call_a_pass_is_revisited_as_hot() -> None:
+    """One collect call settles at most COLLECT_BUDGET tombstones; the key is then hot, and
+    the collector's revisits (what the watermark runs with the rest of its slice) finish it
+    before the next pass."""
+    ks, s = _session()
+    for k in range(100):
+        s.execute([b"RPUSH", b"q", *[b"%d" % (100 * k + j) for j in range(100)]])
+    s.execute([b"RPUSH", b"other", b"x"])
+    lst = ks.live[b"q"].coll
+    assert isinstance(lst, RGA)
+    assert len(s.execute([b"LPOP", b"q", b"9000"])) == 9000  # type: ignore[arg-type]
+    _collect(ks)
+    assert removed(lst) > 9000 - COLLECT_BUDGET - 8
+    assert list(ks.gc.hot) == [b"q"]  # the other list had nothing to drop
+    everyone = {"n1": ks.clock.last}
+    revisits = 0
+    while ks.collect_hot(everyone, everyone):
+        revisits += 1
+        assert revisits < 10, "the hot key never cooled down"
+    assert revisits == 1  # 9000 tombstones: two more calls, the last one no longer hot
+    assert removed(lst) <= 4 and not ks.gc.hot
+    assert s.execute([b"LLEN", b"q"]) == 1000
+    assert s.execute([b"LRANGE", b"q", b"0", b"1"]) == [b"9000", b"9001"]

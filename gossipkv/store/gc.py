@@ -18,7 +18,7 @@ work per call is bounded and no dict is iterated across a yield.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gossipkv.store.buckets import BUCKET_COUNT
 from gossipkv.store.merkle import is_plain
@@ -28,16 +28,24 @@ if TYPE_CHECKING:
     from gossipkv.store.keyspace import Keyspace
 
 
+# Elements one collect call dropped from a key past which the key is visited again before the
+# next pass: a call drops a bounded number (a list's budget), so a busy queue may have more.
+HOT: Final = 1024
+
+
 class Collector:
     """The sweep's position and its counters (shown by INFO, section Gc)."""
 
-    __slots__ = ("cursor", "elements_collected", "passes", "tombstones_collected")
+    __slots__ = ("cursor", "elements_collected", "hot", "passes", "tombstones_collected")
 
     def __init__(self) -> None:
         self.cursor = 0  # the next bucket to visit
         self.passes = 0  # full passes over the keyspace completed
         self.tombstones_collected = 0
         self.elements_collected = 0
+        # Keys whose last collect dropped HOT elements or more, oldest first (a dict: a key
+        # found hot again by the next pass is not listed twice).
+        self.hot: dict[bytes, None] = {}
 
     def step(
         self, ks: Keyspace, stable: Mapping[str, int], budget: int,
@@ -84,3 +92,21 @@ class Collector:
             self.elements_collected += n
             ks.hashes.pop(key, None)  # the entry may have become plain
             ks.rehash(key, e, old)
+            if n >= HOT:
+                self.hot[key] = None
+
+    def revisit(
+        self, ks: Keyspace, stable: Mapping[str, int], cstable: Mapping[str, int] | None,
+    ) -> None:
+        """Collect once more from the hot key visited longest ago (one key: a call is bounded
+        by the collections' own budgets), so that a queue popped faster than one call a pass
+        can keep up while the caller has time to spare."""
+        if not self.hot:
+            return
+        key = next(iter(self.hot))
+        del self.hot[key]
+        e = ks.live.get(key)
+        if e is None:
+            e = ks.tombstones.get(key)
+        if e is not None:
+            self._collect(ks, key, e, stable, cstable)

@@ -379,6 +379,14 @@ class Keyspace:
         frontier (cluster/watermark.py): list tombstones wait for it; None holds them."""
         return self.gc.step(self, stable, budget, cstable)
 
+    def collect_hot(
+        self, stable: Mapping[str, int], cstable: Mapping[str, int] | None = None
+    ) -> bool:
+        """Collect once more from one key whose last collection stopped at its budget (a busy
+        list queue); whether such keys remain."""
+        self.gc.revisit(self, stable, cstable)
+        return bool(self.gc.hot)
+
 
 class Leftovers:
     """What ``Keyspace.drop_all`` took out, emptied a slice at a time by ``free``."""
