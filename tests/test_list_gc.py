@@ -185,6 +185,21 @@ class World:
         assert r.state.collect(stable, cstable, self.budget) <= waiting + self.budget
         assert r.state.values() == before == r.twin.values()
 
+    def deliver_everything(self, rnd: random.Random, collect_rate: float) -> RGA:
+        """Every write reaches everyone, in any order, old ones again, with collections in
+        between; the list they all make, merged once each into a fresh state."""
+        for node in NODES:
+            order = list(range(len(self.writes))) * 2
+            rnd.shuffle(order)
+            for w in order:
+                self.deliver(node, w)
+                if rnd.random() < collect_rate:
+                    self.collect(node, rnd)
+        reference = RGA()
+        for w in self.writes:
+            reference.merge(wire(w.delta))
+        return reference
+
 
 # 0-6 a write (pushes, LINSERT, pop, LSET, LREM, DEL), 7 a delivery, 8 a state exchange, 9 a
 # collection; weighted towards pushes, deliveries and collections.
@@ -215,19 +230,9 @@ def test_collecting_below_the_true_vectors_never_shows_and_converges(
             world.sync(node, NODES[(NODES.index(node) + 1 + arg) % 3])
         elif kind == 9:
             world.collect(node, rnd)
-    # Everything reaches everyone, in any order, old writes again; collections in between.
-    for node in NODES:
-        order = list(range(len(world.writes))) * 2
-        rnd.shuffle(order)
-        for w in order:
-            world.deliver(node, w)
-            if rnd.random() < 0.1:
-                world.collect(node, rnd)
+    reference = world.deliver_everything(rnd, 0.1)
     stable, cstable = world.stable(), world.cstable()
     replicas = list(world.replicas.values())
-    reference = RGA()
-    for w in world.writes:
-        reference.merge(wire(w.delta))
     for r in replicas:
         r.state.collect(stable, cstable)
         assert r.state.values() == reference.values()
@@ -474,18 +479,9 @@ def test_collecting_a_budget_at_a_time_never_shows_and_converges(
                 world.replicas[node].state = world.replicas[node].state.copy()
             world.collect(node, rnd)
             check_index(world.replicas[node].state)
-    for node in NODES:
-        order = list(range(len(world.writes))) * 2
-        rnd.shuffle(order)
-        for w in order:
-            world.deliver(node, w)
-            if rnd.random() < 0.2:
-                world.collect(node, rnd)
+    reference = world.deliver_everything(rnd, 0.2)
     stable, cstable = world.stable(), world.cstable()
     replicas = list(world.replicas.values())
-    reference = RGA()
-    for w in world.writes:
-        reference.merge(wire(w.delta))
     # Where a single call with no budget takes a state: the same digest, a budget at a time.
     whole = wire(replicas[0].twin)
     whole.collect(stable, cstable, 1 << 30)

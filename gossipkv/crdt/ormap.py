@@ -99,6 +99,23 @@ def _field_hash(name: bytes, fs: FieldState) -> int:
     return hash_bytes(b"|".join(parts))
 
 
+def _replace(
+    fields: dict[bytes, FieldState], name: bytes, old: FieldState | None,
+    packed: FieldState | None, h: int | None,
+) -> int | None:
+    """Put ``packed`` (None: nothing left) in place of field ``name``, whose state was ``old``
+    (None: already hashed out); returns the digest ``h`` kept up to date."""
+    if h is not None and old is not None:
+        h ^= _field_hash(name, old)
+    if packed is None:
+        del fields[name]
+    else:
+        fields[name] = packed
+        if h is not None:
+            h ^= _field_hash(name, packed)
+    return h
+
+
 def _number(value: bytes | None) -> Number | None:
     if value is None:
         return 0
@@ -211,15 +228,7 @@ class ORMap:
             regs = _regs(fs)
             kept = [r for r in regs if not octx.contains((r[0], r[1]))]
             if len(kept) != len(regs):
-                packed = _pack(kept, _counter(fs))
-                if h is not None:
-                    h ^= _field_hash(name, fs)
-                if packed is None:
-                    del mine[name]
-                else:
-                    mine[name] = packed
-                    if h is not None:
-                        h ^= _field_hash(name, packed)
+                h = _replace(mine, name, fs, _pack(kept, _counter(fs)), h)
         self._h = h
         if octx.vv or octx.cloud:  # a write to new fields observed nothing
             ctx.join(octx)
@@ -440,16 +449,10 @@ class ORMap:
         h = self._h
         for name, f, c, gone in todo:
             if h is not None:
-                h ^= _field_hash(name, f)
+                h ^= _field_hash(name, f)  # before forget changes the counter it hashes
             c.forget(gone)
             n += len(gone)
-            packed = _pack(f.regs, None if c.empty() else c)
-            if packed is None:
-                del fields[name]
-            else:
-                fields[name] = packed
-                if h is not None:
-                    h ^= _field_hash(name, packed)
+            h = _replace(fields, name, None, _pack(f.regs, None if c.empty() else c), h)
         self._h = h
         return n
 
