@@ -255,8 +255,9 @@ class Node:
 
     async def _cron(self) -> None:
         """Redis's serverCron, ``hz`` times a second: refresh the cached clock clients' idle
-        time is kept by, reap due keys in a slice (active expiry, so clients are never
-        starved), and once a second close clients idle past CONFIG ``timeout``."""
+        time is kept by, bring the Merkle leaves of the keys written since up to date (so that
+        work stays one tick's worth), reap due keys in a slice (active expiry, so clients are
+        never starved), and once a second close clients idle past CONFIG ``timeout``."""
         limit = 200
         server = self.server
         next_idle_check = 0.0
@@ -264,6 +265,7 @@ class Node:
             period = 1 / server.hz
             await asyncio.sleep(period)
             now = server.unixtime = time.time()
+            self.keyspace.flush_tree()
             start = time.monotonic()
             while self.keyspace.expire_cycle(limit) == limit:
                 if time.monotonic() - start > period * EXPIRE_SHARE:

@@ -25,6 +25,12 @@ _EMPTY: Final = ORSet()
 _LONG_MAX: Final = 2**63 - 1
 
 
+def _below(n: int) -> int:
+    """A random index below ``n``: one C call where random.randrange is interpreted Python
+    (its bias, under n / 2**53, is far below anything a set's size could show)."""
+    return int(random.random() * n)
+
+
 def _set(s: Session, key: bytes) -> ORSet | None:
     return lookup_coll(s, key, ORSet)
 
@@ -130,7 +136,7 @@ def spop(s: Session, argv: list[bytes]) -> Reply:
     if cur is None:
         return None if count is None else RespSet()
     if count is None:
-        popped = [cur.random_member(random.randrange, take=True)]
+        popped = [cur.random_member(_below, take=True)]
     elif count == 0:
         return RespSet()
     else:
@@ -159,7 +165,7 @@ def srandmember(s: Session, argv: list[bytes]) -> Reply:
     if cur is None:
         return None if count is None else []
     if count is None:
-        return cur.random_member(random.randrange)
+        return cur.random_member(_below)
     members = list(cur.members)
     if count >= 0:
         return members if count >= len(members) else random.sample(members, count)

@@ -126,7 +126,14 @@ class DotContext:
                     raised = True
                     self._hv = None
         ocloud = other.cloud
-        if ocloud:
+        if len(ocloud) == 1:  # a delta removing one element: no sets built
+            cloud = self.cloud
+            for dot in ocloud:
+                if dot not in cloud and dot[0] > vv.get(dot[1], -1):
+                    cloud.add(dot)
+                    if self._h is not None:
+                        self._h ^= dot_hash(dot, _SEED_CLOUD)
+        elif ocloud:
             cloud = self.cloud
             if vv:
                 new = {d for d in ocloud if d not in cloud and d[0] > vv.get(d[1], -1)}

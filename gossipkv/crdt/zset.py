@@ -25,10 +25,9 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Final, Self
 
-from sortedcontainers import SortedList
-
 from gossipkv.crdt.causal import SEEDS, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
+from gossipkv.crdt.sortedbytes import SortedBytes
 
 Record = tuple[int, str, float, bool]  # (HLC ts, node, amount, is_set)
 Records = tuple[Record, ...]  # sorted by dot: the order increments are summed in
@@ -87,7 +86,7 @@ class ZSet:
     def __init__(self, delta: bool = False) -> None:
         self.members: dict[bytes, Stored] = {}
         # Only states keep the index: a delta is small, short-lived and never ranged over.
-        self.index: SortedList = _NO_INDEX if delta else SortedList()
+        self.index: SortedBytes = _NO_INDEX if delta else SortedBytes()
         # A delta's context names only dots it removes: most deltas share the empty one.
         self.ctx = _NO_CTX if delta else DotContext()
         self.delta = delta
@@ -252,8 +251,8 @@ class ZSet:
         if self.ctx is _NO_CTX:
             self.ctx = DotContext()
 
-    def _build_index(self) -> SortedList:
-        return SortedList(
+    def _build_index(self) -> SortedBytes:
+        return SortedBytes(
             sort_key(score_of(_unpack(r)), m) for m, r in self.members.items() if r
         )
 
@@ -426,7 +425,7 @@ class ZSet:
         return digest.to_bytes(20, "big")
 
 
-_NO_INDEX: Final[SortedList] = SortedList()  # the shared, never mutated, index of deltas
+_NO_INDEX: Final[SortedBytes] = SortedBytes()  # the shared, never mutated, index of deltas
 _PACK: Final = struct.Struct(">Q")
 _DOUBLE: Final = struct.Struct(">d")
 _pack_q: Final = _PACK.pack

@@ -83,10 +83,14 @@ class Keyspace:
         # Tombstoned keys by the same prefix: a Merkle leaf's keys without scanning tombstones.
         self.tomb_buckets = Buckets()
         self.merkle = Merkle()
-        self._leaves = self.merkle.leaves  # the same list, one attribute hop less per write
+        self.merkle.before_read = self.flush_tree
+        self._leaves = self.merkle.written  # the same list, one attribute hop less per write
         # Entry hashes of the keys whose entry is not a plain string register (those hash in
         # O(1) from their dot): a write XORs the old hash out without re-digesting the state.
+        # For a key in ``unhashed`` it is the hash its leaf holds, not its state's.
         self.hashes: dict[bytes, int] = {}
+        # Keys whose collection writes have not reached their leaf yet (see flush_tree).
+        self.unhashed: set[bytes] = set()
         # Read repair: leaves known to differ from some peer (kept by the anti-entropy code),
         # and what a read of a key in one of them calls.
         self.suspect: set[int] = set()
@@ -116,8 +120,11 @@ class Keyspace:
 
     # -- the one path -------------------------------------------------------------------------
 
-    def merge(self, key: bytes, delta: Entry) -> None:
-        """Join a CRDT state into the key's state. The keyspace may adopt ``delta``."""
+    def merge(self, key: bytes, delta: Entry, local: bool = False) -> None:
+        """Join a CRDT state into the key's state. The keyspace may adopt ``delta``.
+
+        ``local``: the delta is this node's own write (Keyspace.write), so its stamps are
+        already known to the clock."""
         live = self.live
         e = live.get(key)
         if e is not None:
@@ -169,21 +176,18 @@ class Keyspace:
                 and delta.sole_coll() is dc
             ):
                 # A collection write onto a live pure collection key of its kind (every
-                # data-type command): the entry is its collection, so its state digest is
-                # the collection's and its liveness the collection's (Entry.visible_coll).
-                kh = _hash(key)
-                hashes = self.hashes
-                cached = hashes.get(key)
-                was = entry_hash(key, e) if cached is None else cached
+                # data-type command): the entry is its collection, so its liveness is the
+                # collection's (Entry.visible_coll). Its leaf is brought up to date when the
+                # tree is next read (flush_tree): a hot key is hashed once, not per write.
+                if key not in self.hashes:
+                    self.hashes[key] = entry_hash(key, e)
+                self.unhashed.add(key)
                 c.merge(dc)
-                now: int = _hash(key, kh ^ c.digest())
-                hashes[key] = now
-                if now != was:
-                    self._leaves[kh >> 52] ^= was ^ now
-                clock = self.clock
-                ts = dc.max_ts()
-                if ts > clock.last:
-                    clock.last = ts
+                if not local:  # a local delta's stamps came from this clock
+                    clock = self.clock
+                    ts = dc.max_ts()
+                    if ts > clock.last:
+                        clock.last = ts
                 if c.alive():
                     if key in self.expiry.deadlines:
                         self.expiry.set(key, e.deadline())
@@ -262,7 +266,7 @@ class Keyspace:
     def write(self, key: bytes, delta: Entry) -> None:
         """A local client write: emitted to the sink, then merged like any other delta."""
         self.sink(key, delta)
-        self.merge(key, delta)
+        self.merge(key, delta, True)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -325,12 +329,43 @@ class Keyspace:
         return self.tombstones.get(key) if e is None else e
 
     def entry_hash(self, key: bytes) -> int:
-        """What the key contributes to its Merkle leaf; 0 for a key this node never saw."""
+        """What the key's state contributes to its Merkle leaf; 0 for a key this node never
+        saw."""
         e = self.state_of(key)
-        return 0 if e is None else self.hash_of(key, e)
+        if e is None:
+            return 0
+        return entry_hash(key, e) if key in self.unhashed else self.hash_of(key, e)
+
+    def flush_tree(self) -> None:
+        """Bring the leaves of the keys collection writes noted up to date. Called before
+        every read of the tree and once a tick, so its work is bounded by the distinct keys
+        written in a tick."""
+        unhashed = self.unhashed
+        if not unhashed:
+            return
+        hashes = self.hashes
+        leaves = self._leaves
+        live = self.live
+        tombstones = self.tombstones
+        for key in unhashed:
+            was = hashes.get(key)
+            if was is None:
+                continue  # forgotten, or made plain by GC: its leaf was corrected then
+            e = live.get(key)
+            if e is None:
+                e = tombstones.get(key)
+                if e is None:
+                    continue
+            kh = _hash(key)
+            now = keyed_hash(key, kh, e)
+            if now != was:
+                hashes[key] = now
+                leaves[kh >> LEAF_SHIFT] ^= was ^ now
+        unhashed.clear()
 
     def leaf_pairs(self, leaf: int) -> list[tuple[bytes, int]]:
         """(key, entry hash) of every live or tombstoned key in a leaf; O(keys in the leaf)."""
+        self.flush_tree()
         live = self.live
         hashes = self.hashes
         out: list[tuple[bytes, int]] = []
@@ -361,6 +396,7 @@ class Keyspace:
         """Drop a tombstone altogether (garbage collection): out of the map, index and tree."""
         e = self.tombstones.pop(key)
         self.tomb_buckets.discard(key)
+        self.unhashed.discard(key)
         old = self.hashes.pop(key, None)
         if old is None:
             old = entry_hash(key, e)

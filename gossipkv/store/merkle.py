@@ -15,11 +15,14 @@ determined by its LWW dot, so its hash is xxh3_64(key) seeded with
 Per-write cost: the keyspace XORs the change into the leaf only (one list store); the upper
 levels are recomputed from the leaves when the tree is read and the leaves changed since the
 last read (4096 XORs, about 0.15 ms), so a write never pays for the levels an exchange reads
-a few times a second.
+a few times a second. A collection write does not even touch its leaf: the keyspace notes the
+key and rehashes its state when the tree is next read (``before_read``), or at the next tick,
+so a hot key written thousands of times a second is hashed once per read, not once per write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import reduce
 from operator import xor
 from typing import Final
@@ -80,22 +83,34 @@ def leaf_of(key: bytes) -> int:
     return leaf
 
 
-class Merkle:
-    """The tree. ``leaves`` is written by Keyspace.merge; everything else reads through
-    ``root``/``children``/``node``, which bring the upper levels up to date first."""
+def _nothing_pending() -> None:
+    return None
 
-    __slots__ = ("_levels", "_seen", "leaves")
+
+class Merkle:
+    """The tree. ``written`` is the leaves' list, which Keyspace.merge writes; everything else
+    reads through ``leaves``/``root``/``children``/``node``, which first call ``before_read``
+    (the keyspace's rehash of the keys it has noted) and bring the upper levels up to date."""
+
+    __slots__ = ("_levels", "_seen", "before_read", "written")
 
     depth = DEPTH
     fanout = FANOUT
 
     def __init__(self) -> None:
-        self.leaves: list[int] = [0] * BUCKET_COUNT
+        self.written: list[int] = [0] * BUCKET_COUNT
+        self.before_read: Callable[[], None] = _nothing_pending
         # The leaves the upper levels were computed from (shares the int objects, so an
         # unchanged tree compares equal in a couple of microseconds).
-        self._seen: list[int] = list(self.leaves)
+        self._seen: list[int] = list(self.written)
         # _levels[d] is level d (0 = the root, a one-element list), for d < DEPTH.
         self._levels: list[list[int]] = [[0] * FANOUT**d for d in range(DEPTH)]
+
+    @property
+    def leaves(self) -> list[int]:
+        """The leaves, up to date (the list itself: a repair may correct one in place)."""
+        self.before_read()
+        return self.written
 
     @staticmethod
     def leaf_of(key: bytes) -> int:
