@@ -321,6 +321,36 @@ def test_a_write_after_reading_the_tree_shows_in_the_next_read() -> None:
     check_tree(ks)
 
 
+def test_collection_writes_reach_their_leaf_at_the_next_read() -> None:
+    """A collection write leaves its leaf as it was until the tree is read; a key's own
+    entry hash is its state's at once; GC and forgetting in between keep the tree right."""
+    time = FakeTime()
+    ks, s = populated("node-a", 200, time)
+    for i in range(50):
+        s.execute([b"ZADD", b"z", b"%d" % i, b"m%d" % i])
+        s.execute([b"SADD", b"s", b"m%d" % i])
+    written = list(ks.merkle.written)
+    s.execute([b"ZADD", b"z", b"7", b"new"])
+    s.execute([b"SREM", b"s", b"m3"])
+    assert ks.unhashed == {b"z", b"s"}
+    assert ks.merkle.written == written  # nothing hashed yet
+    for key in (b"z", b"s"):
+        assert ks.entry_hash(key) == entry_hash(key, ks.state_of(key))  # type: ignore[arg-type]
+    assert ks.merkle.leaves != written and not ks.unhashed  # the read brought them in
+    check_tree(ks)
+    # A pending key emptied, collected and forgotten before the next read.
+    s.execute([b"SADD", b"gone", b"x"])
+    s.execute([b"SADD", b"gone", b"y"])
+    s.execute([b"SREM", b"gone", b"x", b"y"])
+    s.execute([b"ZADD", b"z", b"1", b"m1"])
+    assert b"gone" in ks.tombstones and b"gone" in ks.unhashed
+    far = {"node-a": 2**62}
+    for _ in range(3):
+        ks.collect(far, 10_000, far)
+    assert b"gone" not in ks.tombstones and b"gone" not in ks.unhashed
+    check_tree(ks)
+
+
 async def test_rebuild_in_slices_finds_and_corrects_a_damaged_leaf() -> None:
     time = FakeTime()
     ks, s = populated("node-a", 5000, time)
