@@ -258,6 +258,46 @@ async def test_ping_to_a_suspect_carries_the_suspicion(cluster: Cluster) -> None
     assert errors == []
 
 
+async def test_each_survivor_of_a_crash_counts_the_others_accusation(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lifeguard's confirmation, even when packets to the accused come first.
+
+    In a cluster of three an accusation rides on two messages. Without peers to ask
+    (indirect_checks=0) a probe of the suspect is a packet to it alone, as is a gossip round that
+    picks it first; however many of those go out, the accusation must still reach the other
+    survivor, and that one's accusation must come back, so both convict with one confirmation.
+    """
+    caplog.set_level(logging.INFO, logger="gossipkv.cluster.membership")
+    alone = replace(LOCAL, name="test", indirect_checks=0, awareness_max_multiplier=1)
+    # No background loops: only the packets the test drives leave a node.
+    a = await cluster.node("a", profile=alone, start=False)
+    b = await cluster.node("b", profile=alone, start=False)
+    c = await cluster.node("c", profile=alone, start=False)
+    await b.ms.join(a.addr)
+    await c.ms.join(a.addr)
+    await until(lambda: all_alive(a, b, c), 5, "every node to see the other two alive")
+    await cluster.kill(c)
+
+    assert await a.ms.probe("c") == "suspect"
+    for _ in range(alone.retransmit_limit(3)):  # as many packets to c as the news has sends
+        assert await a.ms.probe("c") == "suspect"
+    assert b.state_of("c") == State.ALIVE  # nothing has gone to b yet
+    assert await a.ms.probe("b") == "ack"
+    assert b.state_of("c") == State.SUSPECT  # the ping carried a's accusation
+    assert await b.ms.probe("c") == "suspect"  # b's own accusation confirms a's ...
+    assert await b.ms.probe("a") == "ack"  # ... and goes to a, confirming a's suspicion
+
+    await until(
+        lambda: a.state_of("c") == State.DEAD and b.state_of("c") == State.DEAD,
+        DEAD_BOUND, "a and b to convict c",
+    )
+    convictions = [
+        r.getMessage() for r in caplog.records if "event=suspect_timeout name=c" in r.getMessage()
+    ]
+    assert convictions == ["event=suspect_timeout name=c confirmations=1"] * 2
+
+
 async def test_forget_drops_a_member_and_stale_news_does_not_bring_it_back(
     cluster: Cluster,
 ) -> None:
@@ -445,6 +485,16 @@ def test_broadcast_queue_skips_what_is_no_news_to_the_recipient() -> None:
     to_x = q.take(10_000, skip=lambda name, msg: name == "x" and msg[0] == "alive")
     assert to_x == [["suspect", "y"]]  # x's own liveness is kept for someone else
     assert q.pending() == [("x", 0)]
+
+
+def test_broadcast_queue_spends_nothing_on_a_recipient_unlikely_to_pass_it_on() -> None:
+    q = BroadcastQueue(lambda: 1)
+    q.queue("x", ["suspect", "x", 0, "a"])
+    for _ in range(3):
+        assert q.take(10_000, spend=False) == [["suspect", "x", 0, "a"]]
+    assert q.pending() == [("x", 0)]
+    assert q.take(10_000) == [["suspect", "x", 0, "a"]]
+    assert q.pending() == []
 
 
 def test_awareness_is_bounded_and_scales_timeouts() -> None:

@@ -56,10 +56,12 @@ class BroadcastQueue:
         budget: int,
         overhead: int = 1,
         skip: Callable[[str, list[Any]], bool] | None = None,
+        spend: bool = True,
     ) -> list[list[Any]]:
         """Updates fitting in ``budget`` bytes, each counted as transmitted once more.
 
-        ``skip(name, msg)`` leaves out updates that would be no news to this recipient.
+        ``skip(name, msg)`` leaves out updates that would be no news to this recipient; with
+        ``spend`` false nothing is counted, for a recipient unlikely to pass the news on.
         """
         if not self._by_name:
             return []
@@ -73,6 +75,8 @@ class BroadcastQueue:
                 continue
             used += item.size + overhead
             out.append(item.msg)
+            if not spend:
+                continue
             item.transmits += 1
             if item.transmits >= limit:
                 del self._by_name[item.name]

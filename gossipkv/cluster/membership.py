@@ -16,9 +16,11 @@ node whose event loop stalled convicts no one on evidence gathered while it was 
 Where this differs from memberlist: the awareness score scales the probe timeout as well as the
 interval (as the Lifeguard paper does); an intermediary nacks at 80% of the probe timeout (as the
 paper) so the nack arrives before the requester gives up; news that a member is alive is never
-spent on that member itself; a joining node announces itself to every member at once; and each
-push-pull round also tries one dead member, so a false conviction (a partition, a long stall)
-heals without a new MEET.
+spent on that member itself, and no news is spent on a member held suspect or dead (memberlist
+leaves the broadcasts off a probe of a suspect but spends them on gossip to it, which in a small
+cluster can use up an accusation before the other accusers hear it); a joining node announces
+itself to every member at once; and each push-pull round also tries one dead member, so a false
+conviction (a partition, a long stall) heals without a new MEET.
 
 Wire format (msgpack arrays, first element the kind):
   UDP  ["ping", seq, target name, sender name, updates]
@@ -199,8 +201,8 @@ class Membership:
         peers = [m for m in self.members.values() if m.state not in _GONE]
         for m in peers:  # do not wait for a gossip round to start spreading it
             self.bus.send_packet(m.cluster_addr, ["gossip", [update]])
-        if not peers:
-            return
+        if not any(m.state == State.ALIVE for m in peers):
+            return  # news is spent only on live members: nobody to wait for
         try:
             await asyncio.wait_for(spread.wait(), timeout)
         except TimeoutError:
@@ -548,12 +550,19 @@ class Membership:
         """Queued updates for a packet to ``recipient``, minus news of its own liveness.
 
         Telling a member that it is alive spends one of the update's few transmissions on the one
-        member sure to know it already; accusations still go, so that it can refute them.
+        member sure to know it already; accusations still go, so that it can refute them. A
+        member this node holds suspect or dead gets the news without spending it: it is the least
+        likely to pass it on, and an accusation's few transmissions (two in a small cluster) must
+        reach the live members whose own accusations would confirm it, not the probes of the
+        accused and gossip rounds that happened to pick it first.
         """
         if not isinstance(recipient, str):
             return self.broadcasts.take(UDP_BUDGET)
+        m = self.members.get(recipient)
         return self.broadcasts.take(
-            UDP_BUDGET, skip=lambda name, msg: name == recipient and msg[0] == "alive"
+            UDP_BUDGET,
+            skip=lambda name, msg: name == recipient and msg[0] == "alive",
+            spend=m is None or m.state == State.ALIVE,
         )
 
     def _expect(self, seq: int, pending: _Pending, timeout: float) -> None:
