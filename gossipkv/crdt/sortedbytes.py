@@ -68,12 +68,7 @@ class SortedBytes:
             sub = self._lists[pos]
             insort(sub, key)
         self._len += 1
-        load = self._load
-        if len(sub) > 2 * load:
-            self._lists.insert(pos + 1, sub[load:])
-            del sub[load:]
-            maxes[pos] = sub[-1]
-            maxes.insert(pos + 1, self._lists[pos + 1][-1])
+        if self._split(pos):
             self._tree = []
         elif self._tree:
             self._grow(pos, 1)
@@ -104,16 +99,23 @@ class SortedBytes:
             self._lists[left].extend(self._lists[left + 1])
             del self._lists[left + 1]
             del maxes[left + 1]
-            joined = self._lists[left]
-            maxes[left] = joined[-1]
-            if len(joined) > 2 * load:
-                self._lists.insert(left + 1, joined[load:])
-                del joined[load:]
-                maxes[left] = joined[-1]
-                maxes.insert(left + 1, self._lists[left + 1][-1])
+            maxes[left] = self._lists[left][-1]
+            self._split(left)
             self._tree = []
         elif self._tree:
             self._grow(pos, -1)
+
+    def _split(self, pos: int) -> bool:
+        """Split sublist ``pos`` in two if it holds more than twice the load; whether it did."""
+        sub = self._lists[pos]
+        load = self._load
+        if len(sub) <= 2 * load:
+            return False
+        self._lists.insert(pos + 1, sub[load:])
+        del sub[load:]
+        self._maxes[pos] = sub[-1]
+        self._maxes.insert(pos + 1, self._lists[pos + 1][-1])
+        return True
 
     # -- positions -------------------------------------------------------------------------------
 
