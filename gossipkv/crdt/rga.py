@@ -125,11 +125,12 @@ class RGA:
         "_pending", "_retry", "_waiting", "elements", "gone", "work",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, delta: bool = False) -> None:
+        """``delta``: an empty RGA to fill directly (see _delta), with no order or index yet."""
         self.elements: dict[Dot, Element] = {}
         self.gone: dict[Dot, Dot] = {}  # removals of elements not seen yet: id -> removal stamp
         # The visible order, or None when it must be rebuilt from the tree.
-        self._order: deque[Dot] | None = deque()
+        self._order: deque[Dot] | None = None if delta else deque()
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
         # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
         self._h: int | None = None
@@ -153,7 +154,7 @@ class RGA:
         # look at again on every collect (their children's causal frontier, their parent's
         # arrival or their id's stability pending); ghosts a greater sibling keeps in place,
         # by that sibling.
-        self._heads: list[Any] | None = []
+        self._heads: list[Any] | None = None if delta else []
         self._waiting: dict[Any, list[Any]] | None = None
         self._pending: dict[str, list[Any]] | None = None
         self._retry: set[Any] | None = None
@@ -504,7 +505,10 @@ class RGA:
         """LPOP/RPOP: the delta removing up to ``count`` elements from one end, and their values."""
         order = self.order()
         n = min(count, len(order))
-        ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
+        if n == 1:  # LPOP/RPOP without a count
+            ids = [order[0] if left else order[-1]]
+        else:
+            ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
         elements = self.elements
         values = [elements[i].value for i in ids]
         return self.remove(ids, stamp), values  # type: ignore[return-value]
@@ -918,10 +922,7 @@ class RGA:
 def _delta() -> RGA:
     """An empty RGA to fill directly: its visible order (and tree index) is built when first
     read, since a keyspace may adopt a delta as a new key's state."""
-    d = RGA()
-    d._order = None
-    d._heads = None
-    return d
+    return RGA(True)
 
 
 def _add(ids: list[Any], i: Any) -> None:
