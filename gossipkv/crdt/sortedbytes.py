@@ -73,16 +73,22 @@ class SortedBytes:
         elif self._tree:
             self._grow(pos, 1)
 
-    def remove(self, key: bytes) -> None:
-        """Remove ``key``, which must be present (ValueError otherwise)."""
+    def _seek(self, key: bytes) -> tuple[int, int]:
+        """(sublist, offset in it) of the first key >= ``key``; sublist = len(maxes) past the
+        end."""
         maxes = self._maxes
         pos = bisect_left(maxes, key)
         if pos == len(maxes):
+            return pos, 0
+        return pos, bisect_left(self._lists[pos], key)
+
+    def remove(self, key: bytes) -> None:
+        """Remove ``key``, which must be present (ValueError otherwise)."""
+        pos, at = self._seek(key)
+        maxes = self._maxes
+        if pos == len(maxes) or self._lists[pos][at] != key:
             raise ValueError(key)
         sub = self._lists[pos]
-        at = bisect_left(sub, key)
-        if at == len(sub) or sub[at] != key:
-            raise ValueError(key)
         del sub[at]
         self._len -= 1
         if not sub:
@@ -152,22 +158,17 @@ class SortedBytes:
 
     def bisect_left(self, key: bytes) -> int:
         """The rank the first key >= ``key`` has (len when none)."""
-        maxes = self._maxes
-        pos = bisect_left(maxes, key)
-        if pos == len(maxes):
+        pos, at = self._seek(key)
+        if pos == len(self._maxes):
             return self._len
-        return self._before(pos) + bisect_left(self._lists[pos], key)
+        return self._before(pos) + at
 
     def index(self, key: bytes) -> int:
         """The rank of ``key``, which must be present (ValueError otherwise)."""
-        maxes = self._maxes
-        pos = bisect_left(maxes, key)
-        if pos < len(maxes):
-            sub = self._lists[pos]
-            at = bisect_left(sub, key)
-            if at < len(sub) and sub[at] == key:
-                return self._before(pos) + at
-        raise ValueError(key)
+        pos, at = self._seek(key)
+        if pos == len(self._maxes) or self._lists[pos][at] != key:
+            raise ValueError(key)
+        return self._before(pos) + at
 
     # -- the Fenwick tree ------------------------------------------------------------------------
 

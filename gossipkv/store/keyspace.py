@@ -345,17 +345,13 @@ class Keyspace:
             return
         hashes = self.hashes
         leaves = self._leaves
-        live = self.live
-        tombstones = self.tombstones
         for key in unhashed:
             was = hashes.get(key)
             if was is None:
                 continue  # forgotten, or made plain by GC: its leaf was corrected then
-            e = live.get(key)
+            e = self.state_of(key)
             if e is None:
-                e = tombstones.get(key)
-                if e is None:
-                    continue
+                continue
             kh = _hash(key)
             now = keyed_hash(key, kh, e)
             if now != was:
@@ -476,7 +472,7 @@ class TreeRebuild:
 
     @property
     def done(self) -> bool:
-        return self.next_leaf >= len(self.ks.merkle.leaves)
+        return self.next_leaf >= len(self.ks.merkle.written)  # its length alone: no flush
 
     def step(self, budget: int) -> int:
         """Recompute whole leaves until about ``budget`` entries were hashed (at least one
