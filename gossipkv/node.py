@@ -32,7 +32,7 @@ from gossipkv.cluster.watermark import Watermark
 from gossipkv.commands.session import Server
 from gossipkv.config import NodeConfig
 from gossipkv.crdt.hlc import HLC
-from gossipkv.resp.protocol import ClientProtocol
+from gossipkv.resp.protocol import ClientProtocol, PendingWrites
 from gossipkv.store.keyspace import Keyspace
 
 log = logging.getLogger("gossipkv.node")
@@ -66,7 +66,8 @@ class ListenError(Exception):
         if error.errno is None and isinstance(error.__cause__, OSError):
             error = error.__cause__  # uvloop wraps the bind error of a datagram endpoint
         reason = (
-            "address already in use" if error.errno == errno.EADDRINUSE
+            "address already in use"
+            if error.errno == errno.EADDRINUSE
             else error.strerror or str(error)
         )
         label = "" if what == "client" else f" ({what} port)"
@@ -101,9 +102,10 @@ class Node:
         """Bind every port, then serve; ListenError (after closing what was bound) on failure."""
         loop = asyncio.get_running_loop()
         cfg = self.config
+        writes = PendingWrites(loop.call_soon)
         try:
             self._listener = await loop.create_server(
-                lambda: ClientProtocol(self.server),
+                lambda: ClientProtocol(self.server, writes),
                 cfg.host,
                 cfg.port,
                 reuse_address=True,
@@ -149,7 +151,9 @@ class Node:
             log.warning("event=chaos_enabled node=%s", self.keyspace.node)
         if cfg.admin_port:
             _distinct(
-                "admin", cfg.host, cfg.admin_port,
+                "admin",
+                cfg.host,
+                cfg.admin_port,
                 {"client": self.server.port, "cluster": self.bus.port},
             )
             admin = AdminServer(cfg.host, cfg.admin_port, self.status, faults)
@@ -160,19 +164,25 @@ class Node:
             self.admin = admin
         name = self.keyspace.node
         me = Member(
-            name, cfg.region, cfg.advertised_host(), self.server.port, self.bus.port,
+            name,
+            cfg.region,
+            cfg.advertised_host(),
+            self.server.port,
+            self.bus.port,
             self.admin.port if self.admin is not None else 0,
         )
-        replication = Replication(
-            self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes
-        )
+        replication = Replication(self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes)
         replication.overrun = cfg.overrun
         membership = Membership(self.bus, me, PROFILES[cfg.profile])
         antientropy = AntiEntropy(
             self.bus, self.keyspace, membership, replication, cfg.anti_entropy_interval
         )
         watermark = Watermark(
-            self.bus, self.keyspace, membership, replication, cfg.resolved_gc_horizon(),
+            self.bus,
+            self.keyspace,
+            membership,
+            replication,
+            cfg.resolved_gc_horizon(),
             cfg.gc_interval,
         )
         rejoin = Rejoin(
@@ -180,8 +190,14 @@ class Node:
         )
         rejoin.on_loading = self._loading
         self.cluster = Cluster(
-            self.bus, membership, replication, cfg.seeds, lambda: self.server.requirepass,
-            antientropy, watermark, rejoin,
+            self.bus,
+            membership,
+            replication,
+            cfg.seeds,
+            lambda: self.server.requirepass,
+            antientropy,
+            watermark,
+            rejoin,
         )
         self.server.cluster = self.cluster
         await self.cluster.start()

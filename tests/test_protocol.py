@@ -3,8 +3,8 @@ bytes back, connection closes included.
 
 Framing errors, limits checked from a header alone, inline commands, pipelining in front of bad
 input, requests split across many sends, connections closed by QUIT and CLIENT KILL, INFO and
-DEBUG DIGEST over the wire, a client that floods requests without reading its replies, and what
-redis-py and redis-cli make of the server commands' replies.
+DEBUG DIGEST over the wire, a client that floods requests without reading its replies, many
+clients pipelining at once, and what redis-py and redis-cli make of the server commands' replies.
 """
 
 from __future__ import annotations
@@ -108,13 +108,19 @@ CASES: list[tuple[str, list[bytes], bool]] = [
     ("pipeline-then-garbage", [b"PING\r\nECHO x\r\n" + ping(3) + b"*1\r\nfoo\r\n"], True),
     ("pipeline-then-bad-bulk", [ping(2) + b"*1\r\n$-5\r\n" + ping()], True),
     ("pipeline-then-unbalanced-inline", [ping(2) + b'ECHO "x\r\n' + ping()], True),
-    ("pipeline-of-mixed-forms", [b"PING\r\n" + encode_command(["ECHO", "a b"]) + b"ECHO c\n"],
-     False),
+    (
+        "pipeline-of-mixed-forms",
+        [b"PING\r\n" + encode_command(["ECHO", "a b"]) + b"ECHO c\n"],
+        False,
+    ),
     # one request split over many sends
     ("split-every-byte", [bytes([c]) for c in encode_command(["ECHO", "0123456789"])], False),
-    ("split-inside-headers", [b"*", b"2\r", b"\n$", b"4\r\nEC", b"HO\r\n$1", b"0\r\n01234",
-                              b"56789\r", b"\n"], False),
-    ("split-inline", [b"EC", b"HO \"a", b" b\"", b"\r", b"\n"], False),
+    (
+        "split-inside-headers",
+        [b"*", b"2\r", b"\n$", b"4\r\nEC", b"HO\r\n$1", b"0\r\n01234", b"56789\r", b"\n"],
+        False,
+    ),
+    ("split-inline", [b"EC", b'HO "a', b' b"', b"\r", b"\n"], False),
 ]
 
 
@@ -235,9 +241,19 @@ def test_info_fields_and_reply_types(gkv: ServerProcess) -> None:
         fields = dict(
             line.split(":", 1) for line in text.split("\r\n") if line and not line.startswith("#")
         )
-        for name in ("redis_version", "gossipkv_version", "arch_bits", "blocked_clients",
-                     "connected_clients", "used_memory", "keyspace_hits", "keyspace_misses",
-                     "expired_keys", "total_commands_processed", "cluster_enabled"):
+        for name in (
+            "redis_version",
+            "gossipkv_version",
+            "arch_bits",
+            "blocked_clients",
+            "connected_clients",
+            "used_memory",
+            "keyspace_hits",
+            "keyspace_misses",
+            "expired_keys",
+            "total_commands_processed",
+            "cluster_enabled",
+        ):
             assert name in fields, name
         assert fields["redis_version"] == "7.0.15"
         assert fields["cluster_enabled"] == "0"
@@ -264,8 +280,13 @@ def redis_debug(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     server.stop()
 
 
-DATASET = [("a", "1"), ("b", "hello"), ("counter", "42"), ("spaced key", "v a l u e"),
-           ("empty", "")]
+DATASET = [
+    ("a", "1"),
+    ("b", "hello"),
+    ("counter", "42"),
+    ("spaced key", "v a l u e"),
+    ("empty", ""),
+]
 
 
 def _load(conn: RespConnection, pairs: Sequence[tuple[str, str]]) -> None:
@@ -288,8 +309,14 @@ def test_debug_digest_is_redis_digest(gkv: ServerProcess, redis_debug: ServerPro
         per_key = r.call("DEBUG", "DIGEST-VALUE", *keys)
         assert g.call("DEBUG", "DIGEST-VALUE", *keys).raw == per_key.raw
         assert g.call("DEBUG", "DIGEST-VALUE").raw == r.call("DEBUG", "DIGEST-VALUE").raw
-        for args in (["DEBUG", "NOSUCH"], ["DEBUG", "DIGEST", "x"], ["DEBUG", "SLEEP"],
-                     ["DEBUG", "SLEEP", "0"], ["DEBUG", "SLEEP", "abc"], ["DEBUG"]):
+        for args in (
+            ["DEBUG", "NOSUCH"],
+            ["DEBUG", "DIGEST", "x"],
+            ["DEBUG", "SLEEP"],
+            ["DEBUG", "SLEEP", "0"],
+            ["DEBUG", "SLEEP", "abc"],
+            ["DEBUG"],
+        ):
             assert g.call(*args).raw == r.call(*args).raw, args
 
 
@@ -406,6 +433,29 @@ def test_a_client_that_never_reads_stays_bounded(gkv: ServerProcess) -> None:
         monitor.call("DEL", "flood:big")
 
 
+def test_many_clients_pipelining_at_once_each_get_their_own_replies_in_order(
+    gkv: ServerProcess,
+) -> None:
+    """Replies wait for the end of the event loop's iteration and then go out for every
+    connection at once: none may be lost, reordered or written to another connection."""
+    clients, depth, rounds = 32, 50, 3
+    socks = [
+        socket.create_connection(("127.0.0.1", gkv.port), timeout=TIMEOUT) for _ in range(clients)
+    ]
+    try:
+        for r in range(rounds):
+            expected = []
+            for i, sock in enumerate(socks):
+                words = [f"c{i}-r{r}-{j}".encode() for j in range(depth)]
+                sock.sendall(b"".join(encode_command(["ECHO", w]) for w in words) + END)
+                expected.append(b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+            for sock, want in zip(socks, expected, strict=True):
+                assert read_until(sock, END_REPLY) == want + END_REPLY
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # -- what real clients make of these replies ------------------------------------------------
 
 
@@ -440,6 +490,8 @@ def test_redis_cli_fetches_command_docs(gkv: ServerProcess) -> None:
     """redis-cli's interactive mode builds its hints from COMMAND DOCS."""
     out = subprocess.run(
         ["redis-cli", "-p", str(gkv.port), "COMMAND", "DOCS", "get", "config"],
-        capture_output=True, timeout=TIMEOUT, check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=True,
     ).stdout.decode()
     assert "summary" in out and "subcommands" in out and "config|get" in out

@@ -4,12 +4,18 @@ Each read batch is parsed into requests, every request is executed, and all repl
 one ``transport.write`` — pipelining costs one syscall per batch. A client that stops reading its
 replies has its reading paused once the transport's buffer passes the high-water mark, so a
 flood of requests can never grow memory without bound.
+
+Replies are written when the event loop's iteration ends, every connection's in one burst
+(``PendingWrites``), as Redis writes them before it sleeps. Written at once instead, each reply
+wakes its client from its wait, a few microseconds of kernel time apiece on a VM: under 50
+clients, a ZPOPMIN spent 6.5 µs of system time per request that way, and 1.5 µs in the burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from gossipkv.commands.replies import NO_REPLY, OK, ErrorReply, Reply
@@ -25,11 +31,46 @@ BLOCKED_QUEUE_MAX: Final = 1024  # requests queued behind a blocked command befo
 MAX_CLIENTS_REACHED: Final = b"-ERR max number of clients reached\r\n"
 
 
-class ClientProtocol(asyncio.Protocol):
-    __slots__ = ("bad", "blocked", "parser", "paused", "queue", "server", "session", "transport")
+class PendingWrites:
+    """The connections with replies waiting for the end of this event-loop iteration."""
 
-    def __init__(self, server: Server) -> None:
+    __slots__ = ("connections", "schedule")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        self.schedule = schedule  # runs a callback once this iteration's I/O is handled
+        self.connections: list[ClientProtocol] = []
+
+    def add(self, connection: ClientProtocol) -> None:
+        connections = self.connections
+        connections.append(connection)
+        if len(connections) == 1:
+            self.schedule(self.write)
+
+    def write(self) -> None:
+        connections = self.connections
+        self.connections = []
+        for connection in connections:
+            connection.write_pending()
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = (
+        "bad",
+        "blocked",
+        "parser",
+        "paused",
+        "pending",
+        "queue",
+        "server",
+        "session",
+        "transport",
+        "writes",
+    )
+
+    def __init__(self, server: Server, writes: PendingWrites) -> None:
         self.server = server
+        self.writes = writes
+        self.pending: list[bytes] | None = None  # replies not yet written, when in ``writes``
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
@@ -125,7 +166,7 @@ class ClientProtocol(asyncio.Protocol):
                     # while blocked is noticed and its blocking command cancelled.
                     reply.add_done_callback(self._unblock)
                     if out:
-                        self._send(transport, b"".join(out))
+                        self._send(b"".join(out))
                     return False
                 out.append(ENCODERS[session.resp](_result(reply)))
             elif reply is NO_REPLY:
@@ -141,7 +182,8 @@ class ClientProtocol(asyncio.Protocol):
                 # The replies to one read batch can dwarf its requests (GETs of a large value):
                 # hand them over now, and while the transport is over its limit leave the rest
                 # queued for resume_writing, so a client that never reads stays bounded.
-                self._send(transport, b"".join(out))
+                self._send(b"".join(out))
+                self.write_pending()  # now: the transport's buffer decides whether to pause
                 out.clear()
                 size = 0
                 if self.paused:
@@ -160,15 +202,16 @@ class ClientProtocol(asyncio.Protocol):
                     self.bad = e
                 if queue:
                     if out:
-                        self._send(transport, b"".join(out))
+                        self._send(b"".join(out))
                     return True
         parser.authenticated = session.authenticated
         bad = self.bad
         if bad is not None:
             out.append(error_bytes("ERR Protocol error: " + bad.message))
         if out:
-            self._send(transport, b"".join(out) if len(out) > 1 else out[0])
+            self._send(b"".join(out) if len(out) > 1 else out[0])
         if bad is not None or session.closing:
+            self.write_pending()
             transport.close()
         return False
 
@@ -179,14 +222,29 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.session is None:
             return
-        self._send(transport, ENCODERS[self.session.resp](_result(fut)))
+        self._send(ENCODERS[self.session.resp](_result(fut)))
         if not self.paused:
             transport.resume_reading()
         self._run_queue()
 
-    def _send(self, transport: asyncio.Transport, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` to be written when this event-loop iteration ends."""
         self.server.stats.total_net_output_bytes += len(data)
-        transport.write(data)
+        pending = self.pending
+        if pending is None:
+            self.pending = [data]
+            self.writes.add(self)
+        else:
+            pending.append(data)
+
+    def write_pending(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _buffers(self) -> dict[str, int]:
         t = self.transport
