@@ -66,8 +66,7 @@ class ListenError(Exception):
         if error.errno is None and isinstance(error.__cause__, OSError):
             error = error.__cause__  # uvloop wraps the bind error of a datagram endpoint
         reason = (
-            "address already in use"
-            if error.errno == errno.EADDRINUSE
+            "address already in use" if error.errno == errno.EADDRINUSE
             else error.strerror or str(error)
         )
         label = "" if what == "client" else f" ({what} port)"
@@ -151,9 +150,7 @@ class Node:
             log.warning("event=chaos_enabled node=%s", self.keyspace.node)
         if cfg.admin_port:
             _distinct(
-                "admin",
-                cfg.host,
-                cfg.admin_port,
+                "admin", cfg.host, cfg.admin_port,
                 {"client": self.server.port, "cluster": self.bus.port},
             )
             admin = AdminServer(cfg.host, cfg.admin_port, self.status, faults)
@@ -164,25 +161,19 @@ class Node:
             self.admin = admin
         name = self.keyspace.node
         me = Member(
-            name,
-            cfg.region,
-            cfg.advertised_host(),
-            self.server.port,
-            self.bus.port,
+            name, cfg.region, cfg.advertised_host(), self.server.port, self.bus.port,
             self.admin.port if self.admin is not None else 0,
         )
-        replication = Replication(self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes)
+        replication = Replication(
+            self.bus, self.keyspace, name, cfg.backlog_ops, cfg.backlog_bytes
+        )
         replication.overrun = cfg.overrun
         membership = Membership(self.bus, me, PROFILES[cfg.profile])
         antientropy = AntiEntropy(
             self.bus, self.keyspace, membership, replication, cfg.anti_entropy_interval
         )
         watermark = Watermark(
-            self.bus,
-            self.keyspace,
-            membership,
-            replication,
-            cfg.resolved_gc_horizon(),
+            self.bus, self.keyspace, membership, replication, cfg.resolved_gc_horizon(),
             cfg.gc_interval,
         )
         rejoin = Rejoin(
@@ -190,14 +181,8 @@ class Node:
         )
         rejoin.on_loading = self._loading
         self.cluster = Cluster(
-            self.bus,
-            membership,
-            replication,
-            cfg.seeds,
-            lambda: self.server.requirepass,
-            antientropy,
-            watermark,
-            rejoin,
+            self.bus, membership, replication, cfg.seeds, lambda: self.server.requirepass,
+            antientropy, watermark, rejoin,
         )
         self.server.cluster = self.cluster
         await self.cluster.start()

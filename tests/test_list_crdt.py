@@ -57,7 +57,7 @@ class Replica:
         elif op == 5 and n:
             # Dated, as commands date them; now and then undated, as the earlier form was.
             stamp = (self.now(), self.node) if arg % 3 else None
-            self.local(s.remove([s.order()[arg % n]], stamp))
+            self.local(s.remove([s.ids()[arg % n]], stamp))
 
 
 def visible(r: RGA) -> list[bytes]:

@@ -103,7 +103,7 @@ class World:
         elif op == 4 and n:
             d = s.assign(now, node, arg % n, value + b"=set")
         elif op == 5 and n:
-            d = s.remove([s.order()[arg % n]], (now(), node))
+            d = s.remove([s.ids()[arg % n]], (now(), node))
         elif op == 6 and n:
             d = s.removal((now(), node))
         elif op == 10:
@@ -272,7 +272,7 @@ def test_a_removal_is_kept_until_its_causal_frontier_is_reached() -> None:
     for n, r in zip(NODES, (a, b, c), strict=True):
         r.merge(wire(push))
         ticks[n] = max(ticks[n], push.max_ts())  # the clock observes what it merges
-    x = a.order()[0]
+    x = a.ids()[0]
     appended = c.push(clock("c"), "c", [b"y"], left=False)  # names x; not delivered yet
     c.merge(appended)
     pop = b.pop(1, left=True, stamp=(clock("b")(), "b"))[0]
@@ -346,7 +346,7 @@ def test_a_tombstone_waits_for_its_greater_siblings_and_its_children() -> None:
     r = RGA()
     r.merge(r.push(now, "a", [b"p"], left=False))
     r.merge(r.insert(now, "a", 1, b"e"))  # e: p's child
-    e = r.order()[1]
+    e = r.ids()[1]
     r.merge(r.insert(now, "a", 1, b"f"))  # f: p's child, greater than e
     r.merge(r.push(now, "b", [b"k"], left=False))  # k: e's child (written by b), above f
     assert r.values() == [b"p", b"f", b"e", b"k"]
@@ -356,9 +356,9 @@ def test_a_tombstone_waits_for_its_greater_siblings_and_its_children() -> None:
     # k under p would land ahead of f: e stays, but leaves the digest (settled).
     assert r.collect(everyone, everyone) == 1
     assert e in r.elements and r.digest() != digest
-    f = r.order()[1]
+    f = r.ids()[1]
     r.merge(r.remove([f], (now(), "a")))
-    k = r.order()[-1]
+    k = r.ids()[-1]
     assert r.collect(everyone, {"a": 100, "b": k[0] - 1}) == 1  # f goes; e waits for k
     assert e in r.elements
     assert r.collect(everyone, everyone) == 0  # e goes (out of the digest already)
@@ -543,7 +543,7 @@ def test_an_orphan_tombstone_waits_for_its_parent_to_hand_its_children_up() -> N
     src.merge(x)
     yz = src.push(now, "a", [b"y", b"z", b"w"], left=False)  # y after x, z after y, w after z
     src.merge(yz)
-    _, y, _, w = src.order()
+    _, y, _, w = src.ids()
     rm = src.remove([y, w], (now(), "a"))
     src.merge(rm)
     r = RGA()
@@ -578,7 +578,7 @@ def test_children_handed_up_past_a_sibling_collected_in_the_same_call() -> None:
     r.merge(r.insert(now, "a", 2, b"k"))  # k (3) after e
     r.merge(r.push(now, "a", [b"t"], left=True))  # t (4)
     assert r.values() == [b"t", b"s", b"e", b"k"]
-    _, s, e, _ = r.order()
+    _, s, e, _ = r.ids()
     r.merge(r.remove([s, e], (now(), "a")))
     everyone = {"a": 100}
     assert r.collect(everyone, everyone) == 2

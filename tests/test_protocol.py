@@ -108,19 +108,13 @@ CASES: list[tuple[str, list[bytes], bool]] = [
     ("pipeline-then-garbage", [b"PING\r\nECHO x\r\n" + ping(3) + b"*1\r\nfoo\r\n"], True),
     ("pipeline-then-bad-bulk", [ping(2) + b"*1\r\n$-5\r\n" + ping()], True),
     ("pipeline-then-unbalanced-inline", [ping(2) + b'ECHO "x\r\n' + ping()], True),
-    (
-        "pipeline-of-mixed-forms",
-        [b"PING\r\n" + encode_command(["ECHO", "a b"]) + b"ECHO c\n"],
-        False,
-    ),
+    ("pipeline-of-mixed-forms", [b"PING\r\n" + encode_command(["ECHO", "a b"]) + b"ECHO c\n"],
+     False),
     # one request split over many sends
     ("split-every-byte", [bytes([c]) for c in encode_command(["ECHO", "0123456789"])], False),
-    (
-        "split-inside-headers",
-        [b"*", b"2\r", b"\n$", b"4\r\nEC", b"HO\r\n$1", b"0\r\n01234", b"56789\r", b"\n"],
-        False,
-    ),
-    ("split-inline", [b"EC", b'HO "a', b' b"', b"\r", b"\n"], False),
+    ("split-inside-headers", [b"*", b"2\r", b"\n$", b"4\r\nEC", b"HO\r\n$1", b"0\r\n01234",
+                              b"56789\r", b"\n"], False),
+    ("split-inline", [b"EC", b"HO \"a", b" b\"", b"\r", b"\n"], False),
 ]
 
 
@@ -241,19 +235,9 @@ def test_info_fields_and_reply_types(gkv: ServerProcess) -> None:
         fields = dict(
             line.split(":", 1) for line in text.split("\r\n") if line and not line.startswith("#")
         )
-        for name in (
-            "redis_version",
-            "gossipkv_version",
-            "arch_bits",
-            "blocked_clients",
-            "connected_clients",
-            "used_memory",
-            "keyspace_hits",
-            "keyspace_misses",
-            "expired_keys",
-            "total_commands_processed",
-            "cluster_enabled",
-        ):
+        for name in ("redis_version", "gossipkv_version", "arch_bits", "blocked_clients",
+                     "connected_clients", "used_memory", "keyspace_hits", "keyspace_misses",
+                     "expired_keys", "total_commands_processed", "cluster_enabled"):
             assert name in fields, name
         assert fields["redis_version"] == "7.0.15"
         assert fields["cluster_enabled"] == "0"
@@ -280,13 +264,8 @@ def redis_debug(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     server.stop()
 
 
-DATASET = [
-    ("a", "1"),
-    ("b", "hello"),
-    ("counter", "42"),
-    ("spaced key", "v a l u e"),
-    ("empty", ""),
-]
+DATASET = [("a", "1"), ("b", "hello"), ("counter", "42"), ("spaced key", "v a l u e"),
+           ("empty", "")]
 
 
 def _load(conn: RespConnection, pairs: Sequence[tuple[str, str]]) -> None:
@@ -309,14 +288,8 @@ def test_debug_digest_is_redis_digest(gkv: ServerProcess, redis_debug: ServerPro
         per_key = r.call("DEBUG", "DIGEST-VALUE", *keys)
         assert g.call("DEBUG", "DIGEST-VALUE", *keys).raw == per_key.raw
         assert g.call("DEBUG", "DIGEST-VALUE").raw == r.call("DEBUG", "DIGEST-VALUE").raw
-        for args in (
-            ["DEBUG", "NOSUCH"],
-            ["DEBUG", "DIGEST", "x"],
-            ["DEBUG", "SLEEP"],
-            ["DEBUG", "SLEEP", "0"],
-            ["DEBUG", "SLEEP", "abc"],
-            ["DEBUG"],
-        ):
+        for args in (["DEBUG", "NOSUCH"], ["DEBUG", "DIGEST", "x"], ["DEBUG", "SLEEP"],
+                     ["DEBUG", "SLEEP", "0"], ["DEBUG", "SLEEP", "abc"], ["DEBUG"]):
             assert g.call(*args).raw == r.call(*args).raw, args
 
 
@@ -490,8 +463,6 @@ def test_redis_cli_fetches_command_docs(gkv: ServerProcess) -> None:
     """redis-cli's interactive mode builds its hints from COMMAND DOCS."""
     out = subprocess.run(
         ["redis-cli", "-p", str(gkv.port), "COMMAND", "DOCS", "get", "config"],
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=True,
+        capture_output=True, timeout=TIMEOUT, check=True,
     ).stdout.decode()
     assert "summary" in out and "subcommands" in out and "config|get" in out

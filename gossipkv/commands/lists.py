@@ -297,14 +297,13 @@ def lrem(s: Session, argv: list[bytes]) -> Reply:
     if lst is None:
         return 0
     element = argv[3]
-    elements = lst.elements
     order = lst.order()
-    ids = reversed(order) if count < 0 else iter(order)
+    visible = reversed(order) if count < 0 else iter(order)
     limit = abs(count)
     removed = []
-    for i in ids:
-        if elements[i].value == element:
-            removed.append(i)
+    for e in visible:
+        if e.value == element:
+            removed.append(e.id)
             if limit and len(removed) == limit:
                 break
     if removed:
@@ -323,7 +322,7 @@ def ltrim(s: Session, argv: list[bytes]) -> Reply:
         return OK
     order = lst.order()
     lo, hi = _range(len(order), start, stop)
-    dropped = [i for k, i in enumerate(order) if not lo <= k < hi]
+    dropped = [e.id for k, e in enumerate(order) if not lo <= k < hi]
     if dropped:
         ks = s.server.keyspace
         write_coll(s, argv[1], lst.remove(dropped, (ks.clock.now(), ks.node)))

@@ -671,8 +671,8 @@ def _pop(s: Session, argv: list[bytes], rev: bool) -> Reply:
     if z is None or count == 0:
         return []
     if count == -1:  # the plain pop: one entry, a flat reply in both protocols
-        score, member = z.entry(-1 if rev else 0)
-        write_coll(s, argv[1], z.remove((member,)))
+        delta, member, score = z.pop(-1 if rev else 0)
+        write_coll(s, argv[1], delta)
         return [member, score]
     n = len(z)
     take = min(n, count)

@@ -18,8 +18,9 @@ removal's stamp is for. So that collection never walks a long list, a key's stat
 of its tree (each element's children) and of its tombstones waiting to be settled, which every
 merge keeps up to date; a budget bounds each collect call.
 
-Local operations work at the ends of the visible order (a deque of ids), so LPUSH/RPUSH/LPOP/
-RPOP are O(1): a new element is its parent's greatest child, appended to its children, and a
+Local operations work at the ends of the visible order (a deque of the visible elements, each
+knowing its id, so that LRANGE reads values without a lookup per id), so LPUSH/RPUSH/LPOP/RPOP
+are O(1): a new element is its parent's greatest child, appended to its children, and a
 removal joins the end of its remover's queue. A merged insert takes a fast path when its place
 in the visible order is plain (at the head ahead of every other head child, or after the last
 visible element); otherwise the visible order is rebuilt from the tree index on the next read.
@@ -81,16 +82,17 @@ def _element_hash(i: Dot, e: Element) -> int:
 
 
 class Element:
-    """One inserted element: its reference, its value (None once removed), and the stamp of
-    its value (the id itself until an LSET) or, once removed, of its removal.
+    """One inserted element: its id, its reference, its value (None once removed), and the
+    stamp of its value (the id itself until an LSET) or, once removed, of its removal.
 
     ``kids`` are the elements placed under it, where a list's state keeps its tree index (see
     RGA): None, the one child's id, or a list of ids in ascending order. One id held as such
     keeps a chain (RPUSH) at one slot per element."""
 
-    __slots__ = ("kids", "ref", "stamp", "value")
+    __slots__ = ("id", "kids", "ref", "stamp", "value")
 
-    def __init__(self, ref: Dot | None, value: bytes | None, stamp: Dot) -> None:
+    def __init__(self, i: Dot, ref: Dot | None, value: bytes | None, stamp: Dot) -> None:
+        self.id = i  # the same tuple as the elements' key: no more than a slot per element
         self.ref = ref
         self.value = value
         self.stamp = stamp
@@ -130,7 +132,7 @@ class RGA:
         self.elements: dict[Dot, Element] = {}
         self.gone: dict[Dot, Dot] = {}  # removals of elements not seen yet: id -> removal stamp
         # The visible order, or None when it must be rebuilt from the tree.
-        self._order: deque[Dot] | None = None if delta else deque()
+        self._order: deque[Element] | None = None if delta else deque()
         self._orphans = 0  # elements whose reference has not arrived: not placed yet
         # XOR of the elements' and ``gone``'s hashes, once first asked for; then kept up to date.
         self._h: int | None = None
@@ -166,7 +168,7 @@ class RGA:
 
     def copy(self) -> RGA:
         c = _delta()
-        c.elements = {i: Element(e.ref, e.value, e.stamp) for i, e in self.elements.items()}
+        c.elements = {i: Element(i, e.ref, e.value, e.stamp) for i, e in self.elements.items()}
         c.gone = dict(self.gone)
         c._h = self._h
         c._floor = dict(self._floor) if self._floor else None
@@ -214,7 +216,7 @@ class RGA:
                         stamp = removed
                     value = None
                 ref: Any = e.ref
-                mine = Element(ref, value, stamp)
+                mine = Element(i, ref, value, stamp)
                 elements[i] = mine
                 if h is not None:
                     h ^= _element_hash(i, mine)
@@ -266,7 +268,7 @@ class RGA:
         h = _restate(i, mine, None, removed, h)
         if self._heads is not None:
             self._pend(i, removed)
-        self._hide(i)
+        self._hide(mine)
         return h
 
     def _pend(self, i: Any, removed: Dot) -> None:
@@ -326,36 +328,40 @@ class RGA:
         if ref is None:
             if first:
                 if e.value is not None:
-                    order.appendleft(i)
+                    order.appendleft(e)
                 return
         elif ref not in elements:
             self._order = None  # an orphan until its reference arrives
             return
         if e.value is None:
             return  # removed, under a placed reference: nothing visible changes
-        if not order or (ref is not None and order[-1] == ref):
-            order.append(i)  # after the last visible element only removed ones follow
+        if not order or (ref is not None and order[-1].id == ref):
+            order.append(e)  # after the last visible element only removed ones follow
             return
         self._order = None
 
-    def _hide(self, i: Any) -> None:
+    def _hide(self, e: Element) -> None:
         order = self._order
         if order is None or not order:
             return
-        if order[0] == i:
+        if order[0] is e:
             order.popleft()
-        elif order[-1] == i:
+        elif order[-1] is e:
             order.pop()
         else:
             with suppress(ValueError):  # an orphan is not in the visible order
-                order.remove(i)
+                order.remove(e)  # by identity: Element has no __eq__
 
-    def order(self) -> deque[Dot]:
-        """The ids of the visible elements, in list order."""
+    def order(self) -> deque[Element]:
+        """The visible elements, in list order."""
         order = self._order
         if order is None:
             order = self._order = self._rebuild()
         return order
+
+    def ids(self) -> list[Dot]:
+        """The ids of the visible elements, in list order."""
+        return [e.id for e in self.order()]
 
     def _index(self) -> None:
         """Build the tree index from the elements: O(elements), once per state (a decoded
@@ -409,13 +415,13 @@ class RGA:
         if ghosts:
             self._retry = set(ghosts)  # as they were left: look at each again
 
-    def _rebuild(self) -> deque[Dot]:
+    def _rebuild(self) -> deque[Element]:
         if self._heads is None:
             self._index()
         heads = self._heads
         assert heads is not None
         elements = cast(dict[Any, Element], self.elements)
-        order: deque[Any] = deque()
+        order: deque[Element] = deque()
         stack = list(heads)  # ascending: popped greatest first
         reached = 0
         while stack:
@@ -423,7 +429,7 @@ class RGA:
             reached += 1
             e = elements[i]
             if e.value is not None:
-                order.append(i)
+                order.append(e)
             k = e.kids
             if k is not None:
                 if type(k) is list:
@@ -445,17 +451,13 @@ class RGA:
 
     def value_at(self, index: int) -> bytes:
         """The value at a non-negative index below len()."""
-        v = self.elements[self.order()[index]].value
+        v = self.order()[index].value
         assert v is not None
         return v
 
     def values(self, start: int = 0, stop: int | None = None) -> list[bytes]:
         """Visible values of positions start..stop-1 (non-negative, clamped)."""
-        # Ids as plain objects: typed as Dot, compiled code would unbox each id and box it
-        # again (a new tuple, hashed afresh) for the lookup.
-        elements = cast(dict[Any, Element], self.elements)
-        ids: Any = islice(self.order(), start, stop)
-        return [elements[i].value for i in ids]  # type: ignore[misc]
+        return [e.value for e in islice(self.order(), start, stop)]  # type: ignore[misc]
 
     # -- deltas of local writes (ids from ``now``, never used before on this node) -------------
 
@@ -467,13 +469,13 @@ class RGA:
         if left:
             for v in values:
                 i = (now(), node)
-                elements[i] = Element(None, v, i)
+                elements[i] = Element(i, None, v, i)
         else:
             order = self.order()
-            ref = order[-1] if order else None
+            ref = order[-1].id if order else None
             for v in values:
                 i = (now(), node)
-                elements[i] = Element(ref, v, i)
+                elements[i] = Element(i, ref, v, i)
                 ref = i
         return d
 
@@ -483,14 +485,14 @@ class RGA:
         i = (now(), node)
         d = _delta()
         # Right after the visible element before it: only removed elements lie between.
-        d.elements[i] = Element(order[index - 1] if index > 0 else None, value, i)
+        d.elements[i] = Element(i, order[index - 1].id if index > 0 else None, value, i)
         return d
 
     def assign(self, now: Callable[[], int], node: str, index: int, value: bytes) -> RGA:
         """LSET: the element at ``index`` takes the value, stamped newer than any before."""
-        i = self.order()[index]
+        e = self.order()[index]
         d = _delta()
-        d.elements[i] = Element(self.elements[i].ref, value, (now(), node))
+        d.elements[e.id] = Element(e.id, e.ref, value, (now(), node))
         return d
 
     def remove(self, ids: Iterable[Dot], stamp: Dot | None = None) -> RGA:
@@ -506,16 +508,15 @@ class RGA:
         order = self.order()
         n = min(count, len(order))
         if n == 1:  # LPOP/RPOP without a count
-            ids = [order[0] if left else order[-1]]
-        else:
-            ids = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
-        elements = self.elements
-        values = [elements[i].value for i in ids]
-        return self.remove(ids, stamp), values  # type: ignore[return-value]
+            e = order[0] if left else order[-1]
+            return self.remove((e.id,), stamp), [e.value]  # type: ignore[list-item]
+        popped = list(islice(order, n)) if left else [order[-1 - k] for k in range(n)]
+        values = [e.value for e in popped]
+        return self.remove([e.id for e in popped], stamp), values  # type: ignore[return-value]
 
     def removal(self, stamp: Dot | None = None) -> RGA:
         """Observed-remove of every visible element."""
-        return self.remove(self.order(), stamp)
+        return self.remove(self.ids(), stamp)
 
     # -- clocks, wire form, digests ------------------------------------------------------------
 
@@ -589,7 +590,7 @@ class RGA:
             else:
                 stamp = (stamp_ts, stamp_node)
                 stamp = stamps.setdefault(stamp, stamp)
-            elements[i] = Element(ref, value, stamp)
+            elements[i] = Element(i, ref, value, stamp)
         gone = r.gone
         for row in gone_rows:
             if len(row) == 2:

@@ -77,10 +77,12 @@ class SortedBytes:
         """(sublist, offset in it) of the first key >= ``key``; sublist = len(maxes) past the
         end."""
         maxes = self._maxes
-        pos = bisect_left(maxes, key)
+        # ZPOPMIN removes the first key: one comparison each instead of two bisections.
+        pos = 0 if maxes and key <= maxes[0] else bisect_left(maxes, key)
         if pos == len(maxes):
             return pos, 0
-        return pos, bisect_left(self._lists[pos], key)
+        sub = self._lists[pos]
+        return pos, 0 if key <= sub[0] else bisect_left(sub, key)
 
     def remove(self, key: bytes) -> None:
         """Remove ``key``, which must be present (ValueError otherwise)."""

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Final, Self
 
-from gossipkv.crdt.causal import SEEDS, DotContext, combine, dot_bytes, hash_bytes
+from gossipkv.crdt.causal import SEEDS, Dot, DotContext, combine, dot_bytes, hash_bytes
 from gossipkv.crdt.collection import register
 from gossipkv.crdt.sortedbytes import SortedBytes
 
@@ -292,7 +292,7 @@ class ZSet:
         d = ZSet(delta=True) if into is None else into
         stored = self.members.get(member)
         if stored:  # a new member observes nothing: the delta keeps the shared empty context
-            d._observe(_unpack(stored))
+            d._observe(stored)
         d.members[member] = (ts, node, score, True)  # a lone record is stored bare (_pack)
         return d
 
@@ -313,9 +313,23 @@ class ZSet:
         for member in members:
             stored = mine.get(member)
             if stored:
-                d._observe(_unpack(stored))
+                d._observe(stored)
                 listed[member] = ()  # _put(member, ()), inlined
         return d
+
+    def pop(self, rank: int) -> tuple[ZSet, bytes, float]:
+        """ZPOPMIN and ZPOPMAX of one entry: the delta that removes the member at ``rank``
+        (negative counts from the end; within range), with that member and its score."""
+        member = self.index[rank][8:]
+        stored = self.members[member]
+        d = ZSet(delta=True)
+        d._observe(stored)
+        d.members[member] = ()
+        if type(stored[0]) is int:
+            score: float = stored[2]
+        else:
+            score = score_of(stored)  # type: ignore[arg-type]
+        return d, member, score
 
     def _put(self, member: bytes, records: Records) -> None:
         """Delta building: list ``member`` with ``records``."""
@@ -326,7 +340,7 @@ class ZSet:
         d = type(self)(delta=True)
         for member, stored in self.members.items():
             if stored:
-                d._observe(_unpack(stored))
+                d._observe(stored)
                 d.members[member] = ()
         return d
 
@@ -339,11 +353,22 @@ class ZSet:
                 d._put(member, ((now(), node, score_of(_unpack(stored)) + 0.0, True),))
         return d
 
-    def _observe(self, records: Records) -> None:
-        if self.ctx is _NO_CTX:
-            self.ctx = DotContext()
+    def _observe(self, stored: Stored) -> None:
+        """Delta building: the context covers the dots of a member's (non-empty) records."""
+        ctx = self.ctx
+        first = stored[0]
+        if type(first) is int:  # a lone record, stored bare
+            dot: Dot = (first, stored[1])  # type: ignore[assignment]
+            if ctx is _NO_CTX:
+                self.ctx = DotContext(None, {dot})  # a new context has seen nothing else
+            else:
+                ctx.add(dot)
+            return
+        if ctx is _NO_CTX:
+            ctx = self.ctx = DotContext()
+        records: Records = stored  # type: ignore[assignment]
         for r in records:
-            self.ctx.add((r[0], r[1]))
+            ctx.add((r[0], r[1]))
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -426,21 +451,20 @@ class ZSet:
 
 
 _NO_INDEX: Final[SortedBytes] = SortedBytes()  # the shared, never mutated, index of deltas
-_PACK: Final = struct.Struct(">Q")
+_SIGNED: Final = struct.Struct(">q")
 _DOUBLE: Final = struct.Struct(">d")
-_pack_q: Final = _PACK.pack
-_unpack_q: Final = _PACK.unpack
+_pack_sq: Final = _SIGNED.pack
+_unpack_sq: Final = _SIGNED.unpack
 _pack_d: Final = _DOUBLE.pack
 _unpack_d: Final = _DOUBLE.unpack
 _SIGN: Final = 1 << 63
-_ALL: Final = (1 << 64) - 1
 
 
 def _score_bytes(score: float) -> bytes:
     """8 bytes that sort as the score does (IEEE 754 bits, sign flipped, negatives inverted);
     -0 sorts as 0, which Redis treats it as."""
-    bits: int = _unpack_q(_pack_d(score + 0.0))[0]
-    return _pack_q(bits ^ _ALL if bits & _SIGN else bits | _SIGN)
+    bits: int = _unpack_sq(_pack_d(score + 0.0))[0]  # signed: no big-integer bit operations
+    return _pack_sq(~bits if bits < 0 else bits - _SIGN)
 
 
 def sort_key(score: float, member: bytes) -> bytes:
@@ -450,9 +474,8 @@ def sort_key(score: float, member: bytes) -> bytes:
 
 
 def _entry(key: bytes) -> tuple[float, bytes]:
-    bits: int = _PACK.unpack_from(key)[0]
-    bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
-    score: float = _unpack_d(_pack_q(bits))[0]
+    bits: int = _SIGNED.unpack_from(key)[0]
+    score: float = _unpack_d(_pack_sq(bits + _SIGN if bits < 0 else ~bits))[0]
     return score, key[8:]
 _NO_CTX: Final = DotContext()  # the shared, never mutated, context of deltas that remove nothing
 

@@ -14,11 +14,23 @@ _OK: Final = b"+OK\r\n"
 
 
 _BULK_HEAD_MAX: Final = 1024
-_BULK_HEADS: Final = [b"$%d\r\n" % n for n in range(_BULK_HEAD_MAX)]
+_BULK_HEADS: Final = [b"$%d" % n for n in range(_BULK_HEAD_MAX)]  # CRLF added by the join
 
 
 def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _bulk_array(values: list[bytes]) -> bytes:
+    """An array of bulk strings, the same in RESP2 and RESP3: no dispatch per value; the length
+    headers of short values come ready-made, and the join puts in every CRLF."""
+    out = [b"*%d" % len(values)]
+    for x in values:
+        n = len(x)
+        out.append(_BULK_HEADS[n] if n < _BULK_HEAD_MAX else b"$%d" % n)
+        out.append(x)
+    out.append(b"")
+    return b"\r\n".join(out)
 
 
 def _int(i: int) -> bytes:
@@ -41,16 +53,19 @@ def _error(e: ErrorReply) -> bytes:
 
 def format_double(d: float) -> bytes:
     """Redis's %.17g with inf/-inf/nan spelled as it does."""
+    if -1e17 < d < 1e17:  # finite, and an integral value prints as %.17g would
+        i = int(d)
+        if i == d:
+            if i == 0 and math.copysign(1.0, d) < 0:
+                return b"-0"
+            return b"%d" % i
+        return b"%.17g" % d
     if d != d:
         return b"nan"
-    if d == float("inf"):
+    if d == math.inf:
         return b"inf"
-    if d == float("-inf"):
+    if d == -math.inf:
         return b"-inf"
-    if d == int(d) and abs(d) < 1e17:
-        if d == 0 and math.copysign(1.0, d) < 0:
-            return b"-0"
-        return b"%d" % int(d)
     return b"%.17g" % d
 
 
@@ -63,18 +78,18 @@ def _make(resp3: bool) -> Encoder:
         return table[type(r)](r)
 
     def array(items: Sequence[Any]) -> bytes:
-        for x in items:
-            if type(x) is not bytes:
-                return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
-        # All plain bulk strings (LRANGE, MGET, SMEMBERS...): no dispatch, and the length
-        # headers of short values come ready-made instead of formatted one by one.
-        out = [b"*%d\r\n" % len(items)]
-        for x in items:
-            n = len(x)
-            out.append(_BULK_HEADS[n] if n < _BULK_HEAD_MAX else b"$%d\r\n" % n)
-            out.append(x)
-            out.append(b"\r\n")
-        return b"".join(out)
+        if type(items) is list:
+            # Typed as a list, the loops below compile to direct item access: a third cheaper
+            # than through the Sequence protocol (LRANGE, MGET, SMEMBERS...).
+            values: list[Any] = items
+            plain = True
+            for x in values:
+                if type(x) is not bytes:
+                    plain = False
+                    break
+            if plain:
+                return _bulk_array(values)
+        return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
 
     def mapping(d: dict[Any, Any]) -> bytes:
         parts = [b"%%%d\r\n" % len(d) if resp3 else b"*%d\r\n" % (2 * len(d))]

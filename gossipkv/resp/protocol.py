@@ -6,9 +6,10 @@ replies has its reading paused once the transport's buffer passes the high-water
 flood of requests can never grow memory without bound.
 
 Replies are written when the event loop's iteration ends, every connection's in one burst
-(``PendingWrites``), as Redis writes them before it sleeps. Written at once instead, each reply
-wakes its client from its wait, a few microseconds of kernel time apiece on a VM: under 50
-clients, a ZPOPMIN spent 6.5 µs of system time per request that way, and 1.5 µs in the burst.
+(``PendingWrites``), as Redis writes them before it sleeps. A write to a client that waits wakes
+it, a few microseconds of kernel time on a VM; written at once, nearly every reply found its
+client waiting, and in a burst most find it still awake: under 50 clients a ZPOPMIN spent 6.5 µs
+of system time per request the first way, and 1.5 µs the second.
 """
 
 from __future__ import annotations
@@ -55,15 +56,7 @@ class PendingWrites:
 
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
-        "bad",
-        "blocked",
-        "parser",
-        "paused",
-        "pending",
-        "queue",
-        "server",
-        "session",
-        "transport",
+        "bad", "blocked", "parser", "paused", "pending", "queue", "server", "session", "transport",
         "writes",
     )
 
@@ -148,7 +141,8 @@ class ClientProtocol(asyncio.Protocol):
         queue = self.queue
         out: list[bytes] = []
         size = 0  # bytes of values in ``out``: what one batch of small requests can amplify into
-        for done, argv in enumerate(queue, 1):
+        for k in range(len(queue)):  # compiled to a plain loop: enumerate is an object a batch
+            argv = queue[k]
             reply = session.execute(argv)
             # The two commonest replies skip the type dispatch; both encode alike in RESP2/3.
             if reply is OK:
@@ -159,7 +153,7 @@ class ClientProtocol(asyncio.Protocol):
             elif isinstance(reply, asyncio.Future):
                 if not reply.done():
                     # A blocking command (WAIT, BLPOP ...): later requests wait for its reply.
-                    del queue[:done]
+                    del queue[: k + 1]
                     self.blocked = reply
                     session.blocked = True
                     # Reading goes on (requests queue up) so that a client that disconnects
@@ -187,7 +181,7 @@ class ClientProtocol(asyncio.Protocol):
                 out.clear()
                 size = 0
                 if self.paused:
-                    del queue[:done]
+                    del queue[: k + 1]
                     return False
         queue.clear()
         parser = self.parser
