@@ -130,9 +130,10 @@ class DotContext:
         if len(ocloud) == 1:  # a delta removing one element: no sets built
             cloud = self.cloud
             for dot in ocloud:
-                if dot not in cloud and dot[0] > vv.get(dot[1], -1):
-                    cloud.add(dot)
-                    if self._h is not None:
+                if dot[0] > vv.get(dot[1], -1):
+                    n = len(cloud)
+                    cloud.add(dot)  # hashes the dot once: a membership test first would twice
+                    if len(cloud) != n and self._h is not None:
                         self._h ^= dot_hash(dot, _SEED_CLOUD)
         elif ocloud:
             cloud = self.cloud

@@ -89,7 +89,17 @@ def _make(resp3: bool) -> Encoder:
                     break
             if plain:
                 return _bulk_array(values)
-        return b"*%d\r\n" % len(items) + b"".join([encode(x) for x in items])
+        # Members with scores (ZPOPMIN, WITHSCORES) encode their two types without dispatch.
+        out = [b"*%d\r\n" % len(items)]
+        for x in items:
+            t = type(x)
+            if t is bytes:
+                out.append(_bulk(x))
+            elif t is float:
+                out.append(double(x))
+            else:
+                out.append(encode(x))
+        return b"".join(out)
 
     def mapping(d: dict[Any, Any]) -> bytes:
         parts = [b"%%%d\r\n" % len(d) if resp3 else b"*%d\r\n" % (2 * len(d))]
