@@ -62,6 +62,13 @@ def _member_hash(member: bytes, records: Records) -> int:
     return hash_bytes(b"".join(parts))
 
 
+def _stored_score(stored: Stored) -> float:
+    """The visible score of a member as stored (non-empty): a lone record's own amount."""
+    if type(stored[0]) is int:
+        return stored[2]
+    return score_of(stored)  # type: ignore[arg-type]
+
+
 def score_of(records: Records) -> float:
     """The visible score of a member's live records (there is at least one)."""
     if len(records) == 1:
@@ -104,9 +111,7 @@ class ZSet:
         stored = self.members.get(member)
         if not stored:
             return None
-        if type(stored[0]) is int:
-            return stored[2]
-        return score_of(stored)  # type: ignore[arg-type]
+        return _stored_score(stored)
 
     def records(self, member: bytes) -> Records:
         """The member's live records, oldest dot first (none for a missing member)."""
@@ -325,11 +330,7 @@ class ZSet:
         d = ZSet(delta=True)
         d._observe(stored)
         d.members[member] = ()
-        if type(stored[0]) is int:
-            score: float = stored[2]
-        else:
-            score = score_of(stored)  # type: ignore[arg-type]
-        return d, member, score
+        return d, member, _stored_score(stored)
 
     def _put(self, member: bytes, records: Records) -> None:
         """Delta building: list ``member`` with ``records``."""
